@@ -1,0 +1,44 @@
+"""The REST API service: ``create_app()`` builds it for gunicorn, the flask CLI and the tests."""
+
+import os
+
+from flask import Flask
+from flask_migrate import Migrate
+
+from . import cli, counting, errors, pages, resources, storage
+from .config import Config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def create_app(test_config=None):
+    """Build the app: defaults, then the environment, then the test config on top."""
+    app = Flask(
+        __name__,
+        instance_path=os.path.join(ROOT, "instance"),
+        template_folder=os.path.join(ROOT, "templates"),
+        static_folder=os.path.join(ROOT, "static"),
+    )
+    app.config.from_object(Config())
+    if test_config:
+        app.config.update(test_config)
+    if not app.config["SQLALCHEMY_DATABASE_URI"]:
+        # The embedded default: one SQLite file that every worker of this machine shares.
+        os.makedirs(app.instance_path, exist_ok=True)
+        path = os.path.join(app.instance_path, "api.sqlite3")
+        app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + path
+    app.logger.setLevel(app.config["LOG_LEVEL"])
+
+    # Errors first, so that every later part's failures come out in one shape.
+    errors.init_app(app)
+    # The database, and the migrations that `flask db upgrade` applies.
+    storage.init_app(app)
+    Migrate(app, storage.db, directory=os.path.join(ROOT, "migrations"))
+    # Hit and error counting hooks, ahead of everything that answers a request.
+    counting.init_app(app)
+    # The API's resources, then the pages beside them.
+    resources.init_app(app)
+    pages.init_app(app)
+    # `flask token ...`.
+    cli.init_app(app)
+    return app

@@ -1,0 +1,72 @@
+"""The token check: the Flask-HTTPAuth object and its callbacks.
+
+A token may come as ``Authorization: Bearer <token>`` or as ``?token=<token>``. Only its
+SHA-256 hash is ever stored, so a token is verified by hashing it and looking the hash up
+by index, which takes the same time whatever the secret is.
+"""
+
+from flask import abort, current_app, request
+from flask_httpauth import HTTPTokenAuth
+from werkzeug.datastructures import Authorization
+
+from . import errors, storage, tokens
+
+
+class HeaderOrQueryTokenAuth(HTTPTokenAuth):
+    """Bearer tokens from the header or, for the tutorial's clients, from the query string."""
+
+    def get_auth(self):
+        """Read the token from exactly one place, and reject requests that are ambiguous.
+
+        Flask-HTTPAuth 4.8 only looks at the header and skips ``verify_token`` when there is
+        none, so the query parameter has to be read here.
+        """
+        header = request.headers.get("Authorization")
+        query = request.args.get("token")
+        if header is not None and query is not None:
+            abort(
+                400,
+                description="Send the token in the Authorization header or in the "
+                "token parameter, not both",
+            )
+        if header is not None:
+            parts = header.split()
+            if len(parts) != 2 or parts[0].lower() != self.scheme.lower():
+                abort(
+                    400,
+                    description="Malformed Authorization header; "
+                    "expected 'Authorization: Bearer <token>'",
+                )
+            return Authorization(self.scheme, token=parts[1])
+        if query is not None:
+            if not current_app.config["ALLOW_QUERY_TOKEN"]:
+                abort(
+                    400,
+                    description="Tokens in the query string are disabled on this "
+                    "server; send 'Authorization: Bearer <token>'",
+                )
+            # An empty ?token= is no token at all, not a wrong one.
+            return Authorization(self.scheme, token=query) if query else None
+        return None
+
+
+auth = HeaderOrQueryTokenAuth(scheme="Bearer", realm="api")
+
+
+@auth.verify_token
+def verify_token(token):
+    """The single check: a token is valid when the hash of it names a live token."""
+    name = storage.find_token(tokens.hash_token(token))
+    if name is None:
+        current_app.logger.warning(
+            "rejected token %s from %s",
+            tokens.loggable(token, current_app.config["TOKEN_PREFIX"]),
+            request.remote_addr,
+        )
+    return name
+
+
+@auth.error_handler
+def auth_error(status):
+    """Answer in the API's error shape instead of Flask-HTTPAuth's text/html default."""
+    return errors.error_response(status)

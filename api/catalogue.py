@@ -1,0 +1,55 @@
+"""The one list of data kinds: what exists, how each is produced, and which need a token.
+
+Both ``/api?data=<kind>`` and ``/api/<kind>`` read it, and so do the docs. Adding a kind is
+adding one entry here.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import counting, storage
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of data the API can answer with."""
+
+    name: str
+    type: str
+    produce: Callable[[], Any]
+    summary: str
+    private: bool = False
+
+
+KINDS = {
+    kind.name: kind
+    for kind in (
+        Kind("1", "Data", lambda: "Yay! Request successful!", "A plain success message."),
+        Kind(
+            "hits",
+            "HitCount",
+            counting.current_hits,
+            "How many requests the service has answered, this one included.",
+        ),
+        Kind(
+            "errors",
+            "ErrorCount",
+            lambda: storage.read_counter("errors"),
+            "How many requests were answered with a 4xx or 5xx status.",
+            private=True,
+        ),
+        Kind(
+            "pizza",
+            "Pizza",
+            lambda: "There are 10 pizzas being made in the pizzeria",
+            "How many pizzas are being made.",
+        ),
+        Kind(
+            "people",
+            "People",
+            lambda: "There are 3 people making the pizzas in the pizzeria",
+            "How many people are making them.",
+        ),
+    )
+}

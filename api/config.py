@@ -1,0 +1,35 @@
+"""Settings read from the environment, so that one build runs locally and on any dyno."""
+
+import os
+
+
+def database_url(raw):
+    """Accept Heroku's ``postgres://`` form and route every PostgreSQL URL to psycopg 3."""
+    if raw is None:
+        return None
+    for prefix in ("postgres://", "postgresql://"):
+        if raw.startswith(prefix):
+            return "postgresql+psycopg://" + raw[len(prefix) :]
+    return raw
+
+
+def env_flag(name, default):
+    """Read a boolean the way people write them in a shell: true/false, 1/0, yes/no, on/off."""
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+class Config:
+    """Defaults overridden by the environment; see the configuration table in the README."""
+
+    def __init__(self):
+        # None means "a SQLite file in the instance folder", resolved by the factory,
+        # because only the app knows where its instance folder is.
+        self.SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL"))
+        self.SQLITE_BUSY_TIMEOUT_MS = int(os.environ.get("SQLITE_BUSY_TIMEOUT_MS", "5000"))
+        self.DB_POOL_SIZE = int(os.environ.get("DB_POOL_SIZE", "0")) or None
+        self.TOKEN_PREFIX = os.environ.get("TOKEN_PREFIX", "rapi_")
+        self.ALLOW_QUERY_TOKEN = env_flag("ALLOW_QUERY_TOKEN", True)
+        self.LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()

@@ -1,0 +1,30 @@
+"""gunicorn settings for the Procfile's web process; every value can be overridden per dyno."""
+
+import os
+
+# Platforms hand each dyno its port in $PORT; 8000 is the local default of `make run`.
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+
+# WEB_CONCURRENCY is the platforms' convention for the process count, sized to the dyno.
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+
+# Threads let one process overlap the wait on a database commit with other requests, and
+# keep-alive connections open, which sync workers cannot do.
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+keepalive = 5
+
+# Platform routers give up after 30 s; a worker stuck longer than that is restarted.
+timeout = 30
+graceful_timeout = 20
+
+# Load the app once in the master, so that a broken app fails the boot instead of every
+# worker in a loop, and workers start fast.
+preload_app = True
+
+# Logs go to stdout/stderr, where the platform collects them.
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+errorlog = "-"
+
+# The access log masks ?token=... so that query-string tokens never land in a log.
+logger_class = "api.access_log.TokenMaskingLogger"

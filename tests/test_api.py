@@ -1,0 +1,171 @@
+"""The API contract, row by row, through the Flask test client."""
+
+import pytest
+
+from api import catalogue
+
+PIZZA = "There are 10 pizzas being made in the pizzeria"
+PEOPLE = "There are 3 people making the pizzas in the pizzeria"
+
+PUBLIC = [
+    ("1", "Data", "Yay! Request successful!"),
+    ("pizza", "Pizza", PIZZA),
+    ("people", "People", PEOPLE),
+]
+
+
+def envelope(response):
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert set(body) == {"type", "content"}
+    return body["type"], body["content"]
+
+
+@pytest.mark.parametrize(("kind", "type_", "content"), PUBLIC)
+@pytest.mark.parametrize("url", ["/api?data={}", "/api/{}"])
+def test_public_kinds(client, url, kind, type_, content):
+    response = client.get(url.format(kind))
+    assert response.status_code == 200
+    assert envelope(response) == (type_, content)
+
+
+@pytest.mark.parametrize(("kind", "type_", "content"), PUBLIC)
+def test_post_with_data_in_query(client, kind, type_, content):
+    response = client.post(f"/api?data={kind}")
+    assert response.status_code == 200
+    assert envelope(response) == (type_, content)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"data": {"data": "pizza"}}, {"json": {"data": "pizza"}}],
+    ids=["form", "json"],
+)
+def test_post_with_data_in_body(client, body):
+    response = client.post("/api", **body)
+    assert response.status_code == 200
+    assert envelope(response) == ("Pizza", PIZZA)
+
+
+@pytest.mark.parametrize("url", ["/api?data=hits", "/api/hits"])
+def test_hits_include_this_request(client, hits, url):
+    before = hits()
+    response = client.get(url)
+    assert response.status_code == 200
+    assert envelope(response) == ("HitCount", before + 1)
+    assert hits() == before + 1
+
+
+@pytest.mark.parametrize("url", ["/api", "/api?other=1", "/api?Data=1"])
+def test_no_data_requested(client, url):
+    for method in (client.get, client.post):
+        response = method(url)
+        assert response.status_code == 400
+        assert envelope(response) == ("Error", "No data requested")
+
+
+@pytest.mark.parametrize("data", ["nothing", "PIZZA", "hit", "", " 1"])
+def test_unknown_data(client, data):
+    response = client.get("/api", query_string={"data": data})
+    assert response.status_code == 404
+    assert envelope(response) == ("Error", "Data specified does not exist")
+
+
+@pytest.mark.parametrize("kind", ["nothing", "PIZZA", "hit"])
+def test_unknown_type(client, kind):
+    response = client.get(f"/api/{kind}")
+    assert response.status_code == 404
+    assert envelope(response) == ("Error", "Type not available")
+
+
+def test_teapot(client):
+    response = client.get("/api/teapot")
+    assert response.status_code == 418
+    assert envelope(response) == ("Error", "I'm a teapot")
+
+
+@pytest.mark.parametrize("path", ["/api/pizza/extra", "/api/a/b/c", "/apix"])
+def test_other_paths_under_api(client, path):
+    response = client.get(path)
+    assert response.status_code == 404
+    if path.startswith("/api/"):
+        assert envelope(response) == ("Error", "Not found")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("put", "/api", {"GET", "POST"}),
+        ("delete", "/api", {"GET", "POST"}),
+        ("post", "/api/pizza", {"GET"}),
+        ("patch", "/api/teapot", {"GET"}),
+    ],
+)
+def test_method_not_allowed(client, method, path, allowed):
+    response = getattr(client, method)(path)
+    assert response.status_code == 405
+    assert envelope(response) == ("Error", "Method not allowed")
+    assert allowed <= {m.strip() for m in response.headers["Allow"].split(",")}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"data": "{not json", "content_type": "application/json"}, "not valid JSON"),
+        ({"json": ["pizza"]}, "must be an object"),
+        ({"json": "pizza"}, "must be an object"),
+        ({"json": {"data": 1}}, "data must be a string"),
+        ({"json": {"data": ["pizza"]}}, "data must be a string"),
+        ({"json": {"data": None}}, "No data requested"),
+        ({"json": {}}, "No data requested"),
+    ],
+)
+def test_bad_post_bodies(client, kwargs, message):
+    response = client.post("/api", **kwargs)
+    assert response.status_code == 400
+    type_, content = envelope(response)
+    assert type_ == "Error"
+    assert message in content
+
+
+def test_malformed_body_is_not_ignored_when_query_names_data(client):
+    response = client.post("/api?data=1", data="{", content_type="application/json")
+    assert response.status_code == 400
+
+
+def test_unexpected_exception_is_a_500_envelope(app, client, monkeypatch):
+    def explode():
+        raise RuntimeError("secret internals")
+
+    kind = catalogue.KINDS["pizza"]
+    monkeypatch.setitem(
+        catalogue.KINDS, "pizza", kind.__class__(kind.name, kind.type, explode, kind.summary)
+    )
+    response = client.get("/api/pizza")
+    assert response.status_code == 500
+    assert envelope(response) == ("Error", "Internal server error")
+    assert b"secret internals" not in response.data
+    assert b"Traceback" not in response.data
+
+
+def test_healthz(client, hits):
+    before = hits()
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+    assert hits() == before
+
+
+def test_healthz_without_database(make_app, tmp_path):
+    app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/missing/dir/db.sqlite3")
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json() == {"status": "unavailable"}
+
+
+def test_api_without_database_is_503_envelope(make_app, tmp_path):
+    app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/missing/dir/db.sqlite3")
+    response = app.test_client().get("/api?data=1")
+    assert response.status_code == 503
+    assert envelope(response) == ("Error", "Service unavailable")
+    assert response.headers["Retry-After"].isdigit()

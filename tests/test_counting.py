@@ -1,0 +1,78 @@
+"""Which requests are hits and errors, whatever path produced the answer."""
+
+import pytest
+from flask import abort
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("get", "/api?data=1", 200),
+        ("get", "/", 200),
+        ("get", "/docs", 200),
+        ("post", "/api", 400),  # no data: raised inside a Resource
+        ("get", "/api/errors", 401),  # Flask-HTTPAuth's error path
+        ("get", "/api/nothing", 404),  # abort inside a Resource
+        ("get", "/nowhere", 404),  # Werkzeug routing, a page
+        ("get", "/api/a/b", 404),  # Werkzeug routing, under /api
+        ("put", "/api", 405),  # routing's method check
+        ("get", "/api/teapot", 418),
+    ],
+)
+def test_counted_requests(client, hits, method, path, status):
+    before_hits, before_errors = hits(), hits("errors")
+    assert getattr(client, method)(path).status_code == status
+    assert hits() == before_hits + 1
+    assert hits("errors") == before_errors + (1 if status >= 400 else 0)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/healthz"),
+        ("get", "/static/style.css"),
+        ("get", "/static/missing.css"),
+        ("head", "/api?data=1"),
+        ("head", "/nowhere"),
+        ("options", "/api"),
+    ],
+)
+def test_uncounted_requests(client, hits, method, path):
+    before_hits, before_errors = hits(), hits("errors")
+    getattr(client, method)(path).close()
+    assert (hits(), hits("errors")) == (before_hits, before_errors)
+
+
+def test_exception_in_a_view_is_counted(make_app, hits):
+    app = make_app()
+
+    @app.get("/explode")
+    def explode():
+        raise RuntimeError("boom")
+
+    before_hits, before_errors = hits(), hits("errors")
+    assert app.test_client().get("/explode").status_code == 500
+    assert (hits(), hits("errors")) == (before_hits + 1, before_errors + 1)
+
+
+def test_abort_in_a_page_is_counted(make_app, hits):
+    app = make_app()
+
+    @app.get("/forbidden")
+    def forbidden():
+        abort(403)
+
+    before_errors = hits("errors")
+    response = app.test_client().get("/forbidden")
+    assert response.status_code == 403
+    assert b"403" in response.data
+    assert hits("errors") == before_errors + 1
+
+
+def test_counts_are_shared_by_apps_on_one_database(make_app, hits):
+    first, second = make_app().test_client(), make_app().test_client()
+    a = first.get("/api/hits").get_json()["content"]
+    b = second.get("/api/hits").get_json()["content"]
+    c = first.get("/api/hits").get_json()["content"]
+    assert (b, c) == (a + 1, a + 2)
+    assert hits() == a + 2

@@ -1,0 +1,63 @@
+"""The Procfile's web process under real gunicorn: exact counts under load, and after a crash."""
+
+import json
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from . import servers
+
+pytestmark = pytest.mark.server
+
+REQUESTS = 2000
+CLIENTS = 32
+
+
+def get_json(url):
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return response.status, json.loads(response.read())
+
+
+def hammer(base_url, n=REQUESTS, path="/api/pizza"):
+    """Send n requests from CLIENTS threads at once; return the statuses."""
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        return list(pool.map(lambda _: get_json(base_url + path)[0], range(n)))
+
+
+def current_hits(server):
+    """The hit count as the server reports it; the read itself is one hit."""
+    return get_json(server.url + "/api?data=hits")[1]["content"]
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    url = f"sqlite:///{tmp_path}/server.sqlite3"
+    servers.run_release(servers.clean_env(DATABASE_URL=url))
+    return url
+
+
+def test_concurrent_hits_are_exact_and_survive_sigkill(start_server, sqlite_url):
+    server = start_server(sqlite_url, WEB_CONCURRENCY=4)
+    before = current_hits(server)
+
+    statuses = hammer(server.url)
+
+    assert statuses == [200] * REQUESTS
+    after = current_hits(server)
+    # Both reads are hits themselves: the first counted itself, the second too.
+    assert after == before + REQUESTS + 1
+
+    server.kill()
+    restarted = start_server(sqlite_url, WEB_CONCURRENCY=4)
+    assert current_hits(restarted) == after + 1
+
+
+def test_procfile_runs_the_app_factory_with_gunicorn():
+    assert servers.procfile_command("web")[:3] == ["gunicorn", "--config", "gunicorn.conf.py"]
+    assert servers.procfile_command("web")[-1] == "api:create_app()"
+    assert servers.procfile_command("release") == ["flask", "--app", "api", "db", "upgrade"]
+
+
+def test_release_is_idempotent(sqlite_url):
+    servers.run_release(servers.clean_env(DATABASE_URL=sqlite_url))
