@@ -28,3 +28,7 @@ errorlog = "-"
 
 # The access log masks ?token=... so that query-string tokens never land in a log.
 logger_class = "api.access_log.TokenMaskingLogger"
+
+# gunicorn's runtime control socket lives in $HOME and would clash between two servers on one
+# host; platforms manage processes with signals instead.
+control_socket_disable = True

@@ -30,6 +30,8 @@ class Config:
         self.SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL"))
         self.SQLITE_BUSY_TIMEOUT_MS = int(os.environ.get("SQLITE_BUSY_TIMEOUT_MS", "5000"))
         self.DB_POOL_SIZE = int(os.environ.get("DB_POOL_SIZE", "0")) or None
+        # Rows per counter; more slots spread concurrent PostgreSQL writers over more row locks.
+        self.COUNTER_SLOTS = int(os.environ.get("COUNTER_SLOTS", "8"))
         self.TOKEN_PREFIX = os.environ.get("TOKEN_PREFIX", "rapi_")
         self.ALLOW_QUERY_TOKEN = env_flag("ALLOW_QUERY_TOKEN", True)
         self.LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()

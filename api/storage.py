@@ -4,16 +4,30 @@ Resources, pages, auth and the CLI call the named functions below and never buil
 themselves, so that each query can be read, tuned and tested in one place.
 """
 
+import random
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
+from flask import current_app
 from flask_sqlalchemy import SQLAlchemy
 
 db = SQLAlchemy()
 
+# A counter is the sum of its slots. Each increment lands on one slot, so concurrent writers
+# on PostgreSQL spread over several rows instead of queueing on one row lock.
 counters = db.Table(
     "counters",
     sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("slot", sa.SmallInteger, primary_key=True, server_default="0"),
+    sa.Column("value", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+# The same increments bucketed by UTC hour, for traffic over time. Slotted for the same reason.
+counter_hours = db.Table(
+    "counter_hours",
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("hour", sa.DateTime, primary_key=True),
+    sa.Column("slot", sa.SmallInteger, primary_key=True, server_default="0"),
     sa.Column("value", sa.BigInteger, nullable=False, server_default="0"),
 )
 
@@ -32,11 +46,22 @@ tokens = db.Table(
 # authenticated request would turn each read into a write on a contended row.
 LAST_USED_GRANULARITY = timedelta(minutes=1)
 
-_INCREMENT = sa.text(
-    "INSERT INTO counters (name, value) VALUES (:name, :amount) "
-    "ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value "
-    "RETURNING value"
+_BUMP_TOTAL = (
+    "INSERT INTO counters (name, slot, value) VALUES (:name, :slot, :amount) "
+    "ON CONFLICT (name, slot) DO UPDATE SET value = counters.value + excluded.value"
 )
+_BUMP_HOUR = (
+    "INSERT INTO counter_hours (name, hour, slot, value) VALUES (:name, :hour, :slot, :amount) "
+    "ON CONFLICT (name, hour, slot) DO UPDATE SET value = counter_hours.value + excluded.value"
+)
+_SUM = "SELECT COALESCE(SUM(value), 0) FROM counters WHERE name = :name"
+
+# PostgreSQL runs all three in one statement, so an increment is one round trip. The final
+# SELECT sees the snapshot from before the writes in its CTEs, hence the added amount.
+_INCREMENT_ONE_TRIP = sa.text(
+    f"WITH total AS ({_BUMP_TOTAL}), hour AS ({_BUMP_HOUR}) SELECT ({_SUM}) + :amount"
+)
+_BUMP_TOTAL, _BUMP_HOUR, _SUM = sa.text(_BUMP_TOTAL), sa.text(_BUMP_HOUR), sa.text(_SUM)
 
 
 class DuplicateName(Exception):
@@ -81,19 +106,34 @@ def database_reachable():
     return True
 
 
+def current_hour():
+    """The UTC hour an increment made now belongs to."""
+    return utcnow().replace(minute=0, second=0, microsecond=0)
+
+
 def increment_counter(name, amount=1):
-    """Increment in SQL so that concurrent workers never lose a count; return the new value."""
+    """Increment in SQL so that concurrent workers never lose a count; return the new total.
+
+    The total and its hourly bucket move in one transaction, so history always sums to it.
+    """
+    params = {
+        "name": name,
+        "amount": amount,
+        "slot": random.randrange(current_app.config["COUNTER_SLOTS"]),  # noqa: S311
+        "hour": current_hour(),
+    }
     with db.engine.begin() as conn:
-        return conn.execute(_INCREMENT, {"name": name, "amount": amount}).scalar_one()
+        if conn.dialect.name == "postgresql":
+            return conn.execute(_INCREMENT_ONE_TRIP, params).scalar_one()
+        conn.execute(_BUMP_TOTAL, params)
+        conn.execute(_BUMP_HOUR, params)
+        return conn.execute(_SUM, params).scalar_one()
 
 
 def read_counter(name):
-    """The committed value of a counter; zero before its first increment."""
+    """The committed total of a counter; zero before its first increment."""
     with db.engine.connect() as conn:
-        value = conn.execute(
-            sa.select(counters.c.value).where(counters.c.name == name)
-        ).scalar_one_or_none()
-    return value or 0
+        return conn.execute(_SUM, {"name": name}).scalar_one()
 
 
 def create_token(name, token_hash):

@@ -18,8 +18,9 @@ def upgrade():
     op.create_table(
         "counters",
         sa.Column("name", sa.String(length=32), nullable=False),
+        sa.Column("slot", sa.SmallInteger(), server_default="0", nullable=False),
         sa.Column("value", sa.BigInteger(), server_default="0", nullable=False),
-        sa.PrimaryKeyConstraint("name"),
+        sa.PrimaryKeyConstraint("name", "slot"),
     )
     op.create_table(
         "tokens",
