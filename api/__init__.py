@@ -5,7 +5,7 @@ import os
 from flask import Flask
 from flask_migrate import Migrate
 
-from . import cli, counting, errors, pages, resources, storage
+from . import cli, counting, errors, openapi, pages, resources, storage
 from .config import Config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,6 +39,8 @@ def create_app(test_config=None):
     # The API's resources, then the pages beside them.
     resources.init_app(app)
     pages.init_app(app)
+    # The OpenAPI document, built from every route registered above.
+    openapi.init_app(app)
     # `flask token ...`.
     cli.init_app(app)
     return app

@@ -1,7 +1,7 @@
 """The one list of data kinds: what exists, how each is produced, and which need a token.
 
-Both ``/api?data=<kind>`` and ``/api/<kind>`` read it, and so do the docs. Adding a kind is
-adding one entry here.
+Both ``/api?data=<kind>`` and ``/api/<kind>`` read it, and so do the OpenAPI spec and the docs.
+Adding a kind is adding one entry here.
 """
 
 from collections.abc import Callable
@@ -20,6 +20,12 @@ class Kind:
     produce: Callable[[], Any]
     summary: str
     private: bool = False
+    # A sample content for the spec and the docs, for kinds whose real value changes.
+    example: Any = None
+
+    def example_content(self):
+        """Fixed kinds show their real content; counters show their sample."""
+        return self.produce() if self.example is None else self.example
 
 
 KINDS = {
@@ -31,6 +37,7 @@ KINDS = {
             "HitCount",
             counting.current_hits,
             "How many requests the service has answered, this one included.",
+            example=42,
         ),
         Kind(
             "errors",
@@ -38,6 +45,7 @@ KINDS = {
             lambda: storage.read_counter("errors"),
             "How many requests were answered with a 4xx or 5xx status.",
             private=True,
+            example=7,
         ),
         Kind(
             "pizza",

@@ -5,7 +5,7 @@ themselves, so that each query can be read, tuned and tested in one place.
 """
 
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import sqlalchemy as sa
 from flask import current_app
@@ -134,6 +134,37 @@ def read_counter(name):
     """The committed total of a counter; zero before its first increment."""
     with db.engine.connect() as conn:
         return conn.execute(_SUM, {"name": name}).scalar_one()
+
+
+def _hour_totals(name, first, last):
+    """Each stored hour's total in [first, last], summed over its slots in SQL."""
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(counter_hours.c.hour, sa.func.sum(counter_hours.c.value))
+            .where(counter_hours.c.name == name, counter_hours.c.hour.between(first, last))
+            .group_by(counter_hours.c.hour)
+        ).all()
+    return {hour: int(total) for hour, total in rows}
+
+
+def counts_per_hour(name, hours, now=None):
+    """The last ``hours`` UTC hours, oldest first, zero-filled so that a chart has no gaps."""
+    last = (now or utcnow()).replace(minute=0, second=0, microsecond=0)
+    first = last - timedelta(hours=hours - 1)
+    totals = _hour_totals(name, first, last)
+    span = (first + timedelta(hours=i) for i in range(hours))
+    return [(hour, totals.get(hour, 0)) for hour in span]
+
+
+def counts_per_day(name, days, now=None):
+    """The last ``days`` UTC days, oldest first, zero-filled; summed from the hourly rows."""
+    now = now or utcnow()
+    first = now.date() - timedelta(days=days - 1)
+    per_day = dict.fromkeys((first + timedelta(days=i) for i in range(days)), 0)
+    start = datetime.combine(first, time.min)
+    for hour, total in _hour_totals(name, start, now).items():
+        per_day[hour.date()] += total
+    return list(per_day.items())
 
 
 def create_token(name, token_hash):

@@ -5,13 +5,17 @@ from flask_restful import Api
 from .. import errors
 from .data import DataQuery, Teapot, TypedData
 from .health import Health
+from .spec import OpenApiDocument
+from .stats import Stats
 
-# (resource, URL rule, endpoint). Werkzeug tries fixed paths before converters, so
-# /api/teapot wins over /api/<kind>.
+# (resource, URL rule, endpoint), in the order the spec and the docs list them. Werkzeug
+# tries fixed paths before converters, so /api/teapot and /api/stats win over /api/<kind>.
 ROUTES = (
     (DataQuery, "/api", "data_query"),
-    (Teapot, "/api/teapot", "teapot"),
     (TypedData, "/api/<kind>", "typed_data"),
+    (Teapot, "/api/teapot", "teapot"),
+    (Stats, "/api/stats", "stats"),
+    (OpenApiDocument, "/api/openapi.json", "openapi"),
     (Health, "/healthz", "health"),
 )
 

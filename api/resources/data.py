@@ -3,14 +3,23 @@
 from flask import abort, request
 from flask_restful import Resource
 
-from .. import catalogue
+from .. import catalogue, openapi
 from ..auth import auth
+
+NO_DATA = "No data requested"
+UNKNOWN_DATA = "Data specified does not exist"
+UNKNOWN_TYPE = "Type not available"
+INVALID_JSON = "Request body is not valid JSON"
+NOT_AN_OBJECT = 'JSON body must be an object, like {"data": "hits"}'
+NOT_A_STRING = "data must be a string"
 
 
 class ApiResource(Resource):
     """Every API resource reads an optional token; each kind decides whether it needs one."""
 
     method_decorators = [auth.login_required(optional=True)]
+    # Tells the spec that every method reads a token, with the 400s a badly sent one gets.
+    reads_token = True
 
 
 def answer(name, unknown_message):
@@ -32,44 +41,83 @@ def data_from_body():
     body = request.get_json(silent=True)
     if body is None:
         if request.get_data():
-            abort(400, description="Request body is not valid JSON")
+            abort(400, description=INVALID_JSON)
         return None
     if not isinstance(body, dict):
-        abort(400, description='JSON body must be an object, like {"data": "hits"}')
+        abort(400, description=NOT_AN_OBJECT)
     data = body.get("data")
     if data is not None and not isinstance(data, str):
-        abort(400, description="data must be a string")
+        abort(400, description=NOT_A_STRING)
     return data
+
+
+PRIVATE_KINDS = "Needs a valid token for: " + ", ".join(
+    kind.name for kind in catalogue.KINDS.values() if kind.private
+)
 
 
 class DataQuery(ApiResource):
     """``/api?data=<kind>``: the tutorial's query endpoint."""
 
+    @openapi.operation(
+        "The data named in the query string",
+        description=f"Answers with one kind of data. {PRIVATE_KINDS}.",
+        parameters=[openapi.data_parameter(required=True)],
+        responses={200: openapi.kinds_response()},
+        errors={400: [NO_DATA], 401: [], 404: [UNKNOWN_DATA]},
+    )
     def get(self):
         data = request.args.get("data")
         if data is None:
-            abort(400, description="No data requested")
-        return answer(data, "Data specified does not exist")
+            abort(400, description=NO_DATA)
+        return answer(data, UNKNOWN_DATA)
 
+    @openapi.operation(
+        "The data named in the body",
+        description="The same as GET, for clients that post a form or JSON. As in the "
+        "tutorial, POST /api?data=<kind> with no body works too; when both name the data the "
+        "query string wins, and a body that cannot be read is an error either way. "
+        f"{PRIVATE_KINDS}.",
+        body=openapi.data_body(),
+        responses={200: openapi.kinds_response()},
+        errors={
+            400: [NO_DATA, INVALID_JSON, NOT_AN_OBJECT, NOT_A_STRING],
+            401: [],
+            404: [UNKNOWN_DATA],
+        },
+    )
     def post(self):
         # The body is checked even when the query names the data, so a broken body is never
         # silently ignored.
         from_body = data_from_body()
         data = request.args.get("data", from_body)
         if data is None:
-            abort(400, description="No data requested")
-        return answer(data, "Data specified does not exist")
+            abort(400, description=NO_DATA)
+        return answer(data, UNKNOWN_DATA)
 
 
 class TypedData(ApiResource):
     """``/api/<kind>``: the same data with the kind in the path."""
 
+    @openapi.operation(
+        "The data named in the path",
+        description=f"The same data as /api?data=<kind>. {PRIVATE_KINDS}.",
+        parameters=[openapi.kind_parameter()],
+        responses={200: openapi.kinds_response()},
+        errors={401: [], 404: [UNKNOWN_TYPE]},
+    )
     def get(self, kind):
-        return answer(kind, "Type not available")
+        return answer(kind, UNKNOWN_TYPE)
 
 
 class Teapot(ApiResource):
     """``/api/teapot``: the tutorial's 418."""
 
+    @openapi.operation(
+        "A teapot, which cannot brew coffee",
+        description="Always answers 418, as RFC 2324 asks of a teapot.",
+        responses={},
+        errors={418: []},
+    )
     def get(self):
         abort(418)

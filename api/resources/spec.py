@@ -1,0 +1,24 @@
+"""``/api/openapi.json``: the OpenAPI document that describes every route under ``/api``."""
+
+from flask_restful import Resource
+
+from .. import openapi
+
+
+class OpenApiDocument(Resource):
+    """The spec, built from the code once per app; tools and the docs page read it."""
+
+    @openapi.operation(
+        "This API's OpenAPI 3.1 document",
+        description="Generated from the code that serves each route. Load it into any OpenAPI "
+        "tool; the /docs page is rendered from it.",
+        responses={
+            200: openapi.json_response(
+                "The OpenAPI document itself, not wrapped in the envelope.",
+                {"type": "object", "required": ["openapi", "info", "paths"]},
+                {"head": {"value": {"openapi": "3.1.0", "info": {}, "paths": {}}}},
+            )
+        },
+    )
+    def get(self):
+        return openapi.document(), 200

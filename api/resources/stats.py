@@ -1,0 +1,67 @@
+"""``/api/stats``: traffic over time as JSON, the same series the ``/stats`` page draws."""
+
+from .. import openapi, traffic
+from .data import ApiResource
+
+
+def _example():
+    hour = {"hour": "2026-01-31T13:00:00Z", "hits": 12, "errors": 1}
+    day = {"day": "2026-01-31", "hits": 310, "errors": 9}
+    content = {"totals": {"hits": 4211, "errors": 97}, "per_hour": [hour], "per_day": [day]}
+    public = {
+        "totals": {"hits": 4211},
+        "per_hour": [{k: v for k, v in hour.items() if k != "errors"}],
+        "per_day": [{k: v for k, v in day.items() if k != "errors"}],
+    }
+    return {
+        "public": {
+            "summary": f"without a token (shortened: {traffic.HOURS} hours, {traffic.DAYS} days)",
+            "value": {"type": "Stats", "content": public},
+        },
+        "with_token": {
+            "summary": "with a valid token (shortened)",
+            "value": {"type": "Stats", "content": content},
+        },
+    }
+
+
+STATS_SCHEMA = openapi.envelope_schema(
+    "Stats",
+    {
+        "type": "object",
+        "properties": {
+            "totals": "Counts",
+            "per_hour": {
+                "type": "array",
+                "items": "HourCounts",
+                "minItems": traffic.HOURS,
+                "maxItems": traffic.HOURS,
+            },
+            "per_day": {
+                "type": "array",
+                "items": "DayCounts",
+                "minItems": traffic.DAYS,
+                "maxItems": traffic.DAYS,
+            },
+        },
+        "required": ["totals", "per_hour", "per_day"],
+        "additionalProperties": False,
+    },
+)
+
+
+class Stats(ApiResource):
+    """``/api/stats``: hits for everyone, errors for a valid token."""
+
+    @openapi.operation(
+        "Traffic over time",
+        description=f"Hits per UTC hour for the last {traffic.HOURS} hours and per UTC day for "
+        f"the last {traffic.DAYS} days, oldest first, with the current totals. The current hour "
+        "and day are included and still growing. Error counts appear only with a valid token; "
+        "a token that is sent but not valid gets 401.",
+        responses={200: openapi.json_response("The series.", STATS_SCHEMA, _example())},
+        errors={401: []},
+    )
+    def get(self):
+        report = traffic.report(include_errors=traffic.errors_visible())
+        return {"type": "Stats", "content": traffic.as_json(report)}, 200

@@ -1,0 +1,56 @@
+"""Traffic over time: the series behind ``/stats`` and ``/api/stats``, and who may see errors."""
+
+from flask import abort
+
+from . import counting, storage
+from .auth import auth
+
+HOURS = 48
+DAYS = 30
+
+
+def errors_visible():
+    """Errors are private, as for ``/api?data=errors``: only a valid token sees them.
+
+    A token that was sent but is not valid is refused with 401 rather than silently ignored,
+    so that a client with a revoked or mistyped token finds out.
+    """
+    if auth.current_user() is not None:
+        return True
+    if auth.get_auth() is not None:
+        abort(auth.auth_error_callback(401))
+    return False
+
+
+def _rows(key, series):
+    """One row per hour or day, with a count per counter: ``{key: when, "hits": n, ...}``."""
+    rows = []
+    for points in zip(*series.values(), strict=True):
+        row = {key: points[0][0]}
+        row.update((name, count) for name, (_, count) in zip(series, points, strict=True))
+        rows.append(row)
+    return rows
+
+
+def report(include_errors):
+    """Totals and per-hour and per-day counts; errors only when the caller may see them."""
+    names = ("hits", "errors") if include_errors else ("hits",)
+    # One clock reading for every series, so that their hours line up.
+    now = storage.utcnow()
+    totals = {"hits": counting.current_hits()}
+    if include_errors:
+        totals["errors"] = storage.read_counter("errors")
+    return {
+        "totals": totals,
+        "per_hour": _rows("hour", {n: storage.counts_per_hour(n, HOURS, now) for n in names}),
+        "per_day": _rows("day", {n: storage.counts_per_day(n, DAYS, now) for n in names}),
+    }
+
+
+def as_json(report):
+    """The report with its hours and days as ISO 8601 strings, hours marked as UTC."""
+    return {
+        "totals": report["totals"],
+        "per_hour": [{**row, "hour": row["hour"].isoformat() + "Z"} for row in report["per_hour"]],
+        "per_day": [{**row, "day": row["day"].isoformat()} for row in report["per_day"]],
+    }
