@@ -76,6 +76,9 @@ QUERY_STRING_DISABLED = (
     "Tokens in the query string are disabled on this server; send 'Authorization: Bearer <token>'"
 )
 
+# The name of a request example that needs a token; the docs send one with it.
+PRIVATE_EXAMPLE = "with-token"
+
 BEARER_SCHEME = "bearerToken"
 QUERY_SCHEME = "queryToken"
 
@@ -111,15 +114,28 @@ def kind_names():
     return list(catalogue.KINDS)
 
 
-def data_parameter(required):
+def _public_and_private(wrap=lambda value: value):
+    """Two named examples: a public kind, and a private one that needs a token."""
+    public = next(kind.name for kind in catalogue.KINDS.values() if not kind.private)
+    examples = {"public": {"summary": "public data", "value": wrap(public)}}
+    private = [kind.name for kind in catalogue.KINDS.values() if kind.private]
+    if private:
+        examples[PRIVATE_EXAMPLE] = {
+            "summary": "private data, with a valid token",
+            "value": wrap(private[0]),
+        }
+    return examples
+
+
+def data_parameter():
     """The ``data`` query parameter: one of the catalogue's kinds."""
     return {
         "name": "data",
         "in": "query",
-        "required": required,
+        "required": True,
         "description": "Which data to answer with.",
         "schema": {"type": "string", "enum": kind_names()},
-        "example": "pizza",
+        "examples": _public_and_private(),
     }
 
 
@@ -131,7 +147,7 @@ def kind_parameter():
         "required": True,
         "description": "Which data to answer with.",
         "schema": {"type": "string", "enum": kind_names()},
-        "example": "pizza",
+        "examples": _public_and_private(),
     }
 
 
@@ -146,7 +162,10 @@ def data_body():
         "description": "The data to answer with, as a form field or a JSON object.",
         "required": True,
         "content": {
-            media_type: {"schema": schema, "examples": {"people": {"value": {"data": "people"}}}}
+            media_type: {
+                "schema": schema,
+                "examples": _public_and_private(lambda name: {"data": name}),
+            }
             for media_type in ("application/x-www-form-urlencoded", "application/json")
         },
     }

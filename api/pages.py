@@ -1,8 +1,11 @@
-"""The pages people read in a browser: the index and the docs."""
+"""The pages people read in a browser: the index, the docs and the traffic stats."""
+
+import json
 
 from flask import Blueprint, current_app, render_template
 
-from . import catalogue, counting
+from . import catalogue, charts, counting, openapi, reference, traffic
+from .auth import auth
 
 bp = Blueprint("pages", __name__)
 
@@ -15,14 +18,49 @@ def index():
 
 @bp.get("/docs")
 def docs():
-    """The reference: every endpoint, both ways to send a token, and every status."""
+    """The reference, rendered from the OpenAPI document so that it says what the code does."""
+    spec = openapi.document()
+    endpoints = reference.endpoints(spec)
+    kinds = list(catalogue.KINDS.values())
     return render_template(
         "docs.html",
-        kinds=catalogue.KINDS.values(),
+        info=spec["info"],
+        endpoints=endpoints,
+        error_statuses=reference.error_statuses(spec),
+        kinds=kinds,
+        public_kind=next(kind for kind in kinds if not kind.private),
+        private_kind=next((kind for kind in kinds if kind.private), None),
         token_prefix=current_app.config["TOKEN_PREFIX"],
+        query_tokens=current_app.config["ALLOW_QUERY_TOKEN"],
+        counting=counting,
+        static_path=current_app.static_url_path,
     )
+
+
+@bp.get("/stats")
+@auth.login_required(optional=True)
+def stats():
+    """Traffic over time as server-drawn SVG; errors only for a valid token, as in the API."""
+    with_errors = traffic.errors_visible()
+    report = traffic.report(include_errors=with_errors)
+    series = ("hits", "errors") if with_errors else ("hits",)
+    return render_template(
+        "stats.html",
+        totals=report["totals"],
+        charts=[
+            charts.hourly_chart(report["per_hour"], series),
+            charts.daily_chart(report["per_day"], series),
+        ],
+        with_errors=with_errors,
+    )
+
+
+def json_text(value):
+    """JSON as a client sees it, with the characters it holds rather than escapes."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def init_app(app):
     """Mount the pages beside the API."""
     app.register_blueprint(bp)
+    app.add_template_filter(json_text)

@@ -137,14 +137,26 @@ def read_counter(name):
 
 
 def _hour_totals(name, first, last):
-    """Each stored hour's total in [first, last], summed over its slots in SQL."""
+    """Each stored hour's total in [first, last], summed over its slots.
+
+    SQLite keeps hours as text, and a text bound with another precision than the stored rows
+    (``12:00:00`` against ``12:00:00.000000``) would drop the first hour. So SQL selects from
+    an hour earlier and the exact window is cut here, on parsed datetimes.
+    """
     with db.engine.connect() as conn:
         rows = conn.execute(
             sa.select(counter_hours.c.hour, sa.func.sum(counter_hours.c.value))
-            .where(counter_hours.c.name == name, counter_hours.c.hour.between(first, last))
+            .where(
+                counter_hours.c.name == name,
+                counter_hours.c.hour > first - timedelta(hours=1),
+            )
             .group_by(counter_hours.c.hour)
         ).all()
-    return {hour: int(total) for hour, total in rows}
+    totals = {}
+    for hour, total in rows:
+        if first <= hour <= last:
+            totals[hour] = totals.get(hour, 0) + int(total)
+    return totals
 
 
 def counts_per_hour(name, hours, now=None):

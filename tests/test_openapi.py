@@ -1,19 +1,296 @@
-"""The OpenAPI document: it covers every route, and the app does what it says."""
+"""The OpenAPI document: it covers every route, its examples are real, and the app does what it
+says, checked by schemathesis on every operation with a token and without."""
 
+import re
+
+import pytest
 import schemathesis
+from flask_restful import Resource
 from hypothesis import HealthCheck, settings
 
-from api import create_app
+from api import catalogue, create_app, errors, openapi, reference
+from api.resources import data
 
-# schemathesis 4.32's from_fixture loader breaks on pytest 9.2 (it sets Node._nodeid), so the
-# schema is loaded eagerly from an app built for collection; each test calls its own app.
+# Routes for people or files, which the API spec leaves out on purpose.
+NOT_IN_SPEC = {"/", "/docs", "/stats", "/static/<path:filename>"}
+IMPLICIT_METHODS = {"HEAD", "OPTIONS"}
+
+# Every operation the spec has; a new route must be added here and documented.
+OPERATIONS = {
+    ("/api", "get"),
+    ("/api", "post"),
+    ("/api/{kind}", "get"),
+    ("/api/teapot", "get"),
+    ("/api/stats", "get"),
+    ("/api/openapi.json", "get"),
+    ("/healthz", "get"),
+}
+
+
+def spec_path(rule):
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+def inventory_mismatch(app, spec):
+    """Routes the spec lacks and spec operations no route serves, as (path, method) pairs."""
+    routed = {
+        (spec_path(rule.rule), method.lower())
+        for rule in app.url_map.iter_rules()
+        if rule.rule not in NOT_IN_SPEC
+        for method in rule.methods - IMPLICIT_METHODS
+    }
+    documented = {(path, method) for path, method, _ in reference.operations(spec)}
+    return routed - documented, documented - routed
+
+
+@pytest.fixture
+def spec(app):
+    return app.extensions["openapi"]
+
+
+def test_every_route_is_in_the_spec_and_every_operation_has_a_route(app, spec):
+    assert inventory_mismatch(app, spec) == (set(), set())
+    assert {(path, method) for path, method, _ in reference.operations(spec)} == OPERATIONS
+
+
+def test_inventory_finds_a_route_the_spec_lacks(make_app):
+    app = make_app()
+    app.add_url_rule("/api/undocumented", "undocumented", lambda: "")
+    assert inventory_mismatch(app, app.extensions["openapi"]) == (
+        {("/api/undocumented", "get")},
+        set(),
+    )
+
+
+def test_a_resource_without_a_declaration_fails_the_build(make_app):
+    class Undeclared(Resource):
+        def get(self):
+            return {}
+
+    app = make_app()
+    app.add_url_rule("/api/undeclared", view_func=Undeclared.as_view("undeclared"))
+    with pytest.raises(LookupError, match="Undeclared.get"):
+        openapi.build(app)
+
+
+def test_the_served_document_is_the_built_one(client, spec):
+    response = client.get("/api/openapi.json")
+    assert response.status_code == 200
+    assert response.get_json() == spec
+    assert spec["openapi"] == "3.1.0"
+    assert spec["info"]["title"] and spec["info"]["description"]
+
+
+def test_kinds_come_from_the_catalogue(spec):
+    kinds = list(catalogue.KINDS)
+    get, post = spec["paths"]["/api"]["get"], spec["paths"]["/api"]["post"]
+    assert get["parameters"][0]["name"] == "data"
+    assert get["parameters"][0]["schema"]["enum"] == kinds
+    assert get["parameters"][0]["required"] is True
+    kind = spec["paths"]["/api/{kind}"]["get"]["parameters"][0]
+    assert (kind["name"], kind["in"], kind["schema"]["enum"]) == ("kind", "path", kinds)
+    for media_type in ("application/x-www-form-urlencoded", "application/json"):
+        body = post["requestBody"]["content"][media_type]["schema"]
+        assert body["properties"]["data"]["enum"] == kinds
+        assert body["required"] == ["data"]
+    any_kind = spec["components"]["schemas"]["AnyKind"]["oneOf"]
+    assert [ref["$ref"].rsplit("/", 1)[1] for ref in any_kind] == [
+        k.type for k in catalogue.KINDS.values()
+    ]
+    examples = get["responses"]["200"]["content"]["application/json"]["examples"]
+    assert {name: example["value"]["type"] for name, example in examples.items()} == {
+        k.name: k.type for k in catalogue.KINDS.values()
+    }
+
+
+def test_both_ways_to_send_a_token_are_security_schemes(spec):
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["bearerToken"] == {**schemes["bearerToken"], "type": "http", "scheme": "bearer"}
+    assert schemes["queryToken"] == {
+        **schemes["queryToken"],
+        "type": "apiKey",
+        "in": "query",
+        "name": "token",
+    }
+    assert spec["paths"]["/api"]["get"]["security"] == [{}, {"bearerToken": []}, {"queryToken": []}]
+    assert spec["paths"]["/healthz"]["get"]["security"] == []
+
+
+def test_without_query_tokens_the_spec_offers_only_the_header(make_app):
+    spec = make_app(ALLOW_QUERY_TOKEN=False).extensions["openapi"]
+    assert list(spec["components"]["securitySchemes"]) == ["bearerToken"]
+    assert spec["paths"]["/api"]["get"]["security"] == [{}, {"bearerToken": []}]
+    bad_requests = spec["paths"]["/api"]["get"]["responses"]["400"]["content"]
+    messages = [
+        e["value"]["content"] for e in bad_requests["application/json"]["examples"].values()
+    ]
+    assert openapi.QUERY_STRING_DISABLED in messages
+
+
+def test_every_error_status_has_the_envelope_and_an_example(spec):
+    responses = spec["components"]["responses"]
+    assert sorted(int(name.removeprefix("Error")) for name in responses) == sorted(
+        openapi.ERROR_STATUSES
+    )
+    for status, response in responses.items():
+        media = response["content"]["application/json"]
+        assert media["schema"] == {"$ref": "#/components/schemas/Error"}, status
+        assert media["examples"], status
+    for path, method, operation in reference.operations(spec):
+        statuses = set(operation["responses"])
+        assert {"500", "503"} <= statuses, (path, method)
+        for status, response in operation["responses"].items():
+            response = reference.resolve(spec, response)
+            media = response["content"]["application/json"]
+            assert media["examples"], (path, method, status)
+            if int(status) >= 400 and path != "/healthz":
+                assert media["schema"] == {"$ref": "#/components/schemas/Error"}
+                for example in media["examples"].values():
+                    assert set(example["value"]) == {"type", "content"}
+                    assert example["value"]["type"] == "Error"
+
+
+# How to produce each documented error that is particular to one operation.
+PARTICULAR_ERRORS = {
+    ("get_data_query", 400, data.NO_DATA): {"method": "GET", "path": "/api"},
+    ("get_data_query", 404, data.UNKNOWN_DATA): {"method": "GET", "path": "/api?data=nothing"},
+    ("post_data_query", 400, data.NO_DATA): {"method": "POST", "path": "/api"},
+    ("post_data_query", 400, data.INVALID_JSON): {
+        "method": "POST",
+        "path": "/api",
+        "data": "{",
+        "content_type": "application/json",
+    },
+    ("post_data_query", 400, data.NOT_AN_OBJECT): {"method": "POST", "path": "/api", "json": [1]},
+    ("post_data_query", 400, data.NOT_A_STRING): {
+        "method": "POST",
+        "path": "/api",
+        "json": {"data": 1},
+    },
+    ("post_data_query", 404, data.UNKNOWN_DATA): {
+        "method": "POST",
+        "path": "/api",
+        "data": {"data": "nothing"},
+    },
+    ("get_typed_data", 404, data.UNKNOWN_TYPE): {"method": "GET", "path": "/api/nothing"},
+    ("get_teapot", 418, "I'm a teapot"): {"method": "GET", "path": "/api/teapot"},
+}
+
+
+def request_kwargs(example, token=None):
+    """Flask test client arguments for one of the spec's example requests."""
+    kwargs = {"method": example.method, "path": example.path}
+    if example.media_type:
+        kwargs.update(data=example.encoded_body(), content_type=example.media_type)
+    if token:
+        kwargs["headers"] = {"Authorization": f"Bearer {token}"}
+    return kwargs
+
+
+def trigger(spec, operation_id, status, message, token):
+    """The request that makes one operation answer one documented error."""
+    if (operation_id, status, message) in PARTICULAR_ERRORS:
+        return PARTICULAR_ERRORS[operation_id, status, message]
+    path, method, operation = next(
+        (p, m, o) for p, m, o in reference.operations(spec) if o["operationId"] == operation_id
+    )
+    requests = reference.example_requests(spec, path, method, operation)
+    public = request_kwargs(requests[0])
+    separator = "&" if "?" in public["path"] else "?"
+    if message == openapi.SENT_TWO_WAYS:
+        return {
+            **public,
+            "path": f"{public['path']}{separator}token={token}",
+            "headers": {"Authorization": f"Bearer {token}"},
+        }
+    if message == openapi.MALFORMED_HEADER:
+        return {**public, "headers": {"Authorization": f"Basic {token}"}}
+    if status == 401:
+        private = next(r for r in requests if r.with_token)
+        # Without a token; a sent but wrong one where the data has a public part.
+        kwargs = request_kwargs(private)
+        if private.path == public["path"]:
+            kwargs["headers"] = {"Authorization": "Bearer rapi_wrong"}
+        return kwargs
+    raise LookupError(f"nothing in this test produces {operation_id} {status} {message!r}")
+
+
+def documented_errors(spec):
+    """(operationId, status, message) for every error example written out in an operation."""
+    for _, _, operation in reference.operations(spec):
+        for status, response in operation["responses"].items():
+            if "$ref" in response or int(status) < 400:
+                continue
+            for example in response["content"]["application/json"]["examples"].values():
+                if example["value"].get("type") == "Error":
+                    yield operation["operationId"], int(status), example["value"]["content"]
+
+
+# Parametrizing and schemathesis need the spec at collection time, before any fixture exists.
+# schemathesis 4.32's from_fixture loader sets Node._nodeid, which pytest 9.2 no longer has.
+COLLECTION_SPEC = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": "sqlite://"}).extensions[
+    "openapi"
+]
+
+
+@pytest.mark.parametrize(
+    ("operation_id", "status", "message"), sorted(documented_errors(COLLECTION_SPEC))
+)
+def test_every_documented_error_is_what_the_app_answers(
+    client, spec, token, operation_id, status, message
+):
+    response = client.open(**trigger(spec, operation_id, status, message, token))
+    assert response.status_code == status
+    assert response.get_json() == {"type": "Error", "content": message}
+    if status == 401:
+        assert response.headers["WWW-Authenticate"] == 'Bearer realm="api"'
+
+
+def test_every_particular_error_is_documented(spec):
+    assert set(PARTICULAR_ERRORS) <= set(documented_errors(spec))
+
+
+def test_every_example_request_succeeds(client, spec, token):
+    for path, method, operation in reference.operations(spec):
+        expected = [int(s) for s in operation["responses"] if s.startswith("2")] or [418]
+        for example in reference.example_requests(spec, path, method, operation):
+            response = client.open(**request_kwargs(example, token if example.with_token else None))
+            assert response.status_code in expected, (path, method, example)
+
+
+def test_every_operation_answers_503_while_the_database_is_away(make_app, tmp_path, spec, token):
+    away = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/missing/dir/api.sqlite3")
+    client = away.test_client()
+    for path, method, operation in reference.operations(spec):
+        example = reference.example_requests(spec, path, method, operation)[0]
+        response = client.open(**request_kwargs(example))
+        documented = reference.resolve(spec, operation["responses"]["503"])
+        examples = documented["content"]["application/json"]["examples"]
+        assert response.status_code == 503, path
+        assert response.get_json() in [e["value"] for e in examples.values()], path
+        assert response.headers["Retry-After"] == str(errors.RETRY_AFTER_SECONDS)
+
+
+def test_a_fault_answers_the_documented_500(client, spec, monkeypatch):
+    def broken():
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(catalogue.KINDS, "pizza", catalogue.Kind("pizza", "Pizza", broken, ""))
+    response = client.get("/api/pizza")
+    assert response.status_code == 500
+    documented = spec["components"]["responses"]["Error500"]["content"]["application/json"]
+    assert response.get_json() in [e["value"] for e in documented["examples"].values()]
+    assert "a bug" not in response.get_data(as_text=True)
+
+
+# Each schemathesis test calls its own app, built by the fixtures like every other test's.
 schema = schemathesis.openapi.from_dict(
-    create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": "sqlite://"}).extensions["openapi"],
+    COLLECTION_SPEC,
     config=schemathesis.Config.from_dict(
         {
-            # The teapot's only right answer to a valid request is 418, nothing else.
             "operations": [
                 {
+                    # A valid request to the teapot is answered 418 and nothing else.
                     "include-path": "/api/teapot",
                     "checks": {"positive_data_acceptance": {"expected-statuses": ["418"]}},
                 }
@@ -22,21 +299,21 @@ schema = schemathesis.openapi.from_dict(
     ),
 )
 
-# The app is one running service for all of a test's examples, as a real one would be.
-EXAMPLES = {
-    "max_examples": 30,
-    "deadline": None,
-    "suppress_health_check": [HealthCheck.function_scoped_fixture],
-}
+# One app serves all of a test's examples, as one running service would.
+EXAMPLES = settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 
 @schema.parametrize()
-@settings(**EXAMPLES)
-def test_without_token(case, app):
+@EXAMPLES
+def test_the_app_conforms_without_a_token(case, app):
     case.call_and_validate(app=app)
 
 
 @schema.parametrize()
-@settings(**EXAMPLES)
-def test_with_token(case, app, auth_headers):
+@EXAMPLES
+def test_the_app_conforms_with_a_valid_token(case, app, auth_headers):
     case.call_and_validate(app=app, headers=auth_headers)

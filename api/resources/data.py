@@ -62,7 +62,7 @@ class DataQuery(ApiResource):
     @openapi.operation(
         "The data named in the query string",
         description=f"Answers with one kind of data. {PRIVATE_KINDS}.",
-        parameters=[openapi.data_parameter(required=True)],
+        parameters=[openapi.data_parameter()],
         responses={200: openapi.kinds_response()},
         errors={400: [NO_DATA], 401: [], 404: [UNKNOWN_DATA]},
     )

@@ -16,7 +16,7 @@ class OpenApiDocument(Resource):
             200: openapi.json_response(
                 "The OpenAPI document itself, not wrapped in the envelope.",
                 {"type": "object", "required": ["openapi", "info", "paths"]},
-                {"head": {"value": {"openapi": "3.1.0", "info": {}, "paths": {}}}},
+                {"shortened": {"value": {"openapi": "3.1.0", "info": {}, "paths": {}}}},
             )
         },
     )

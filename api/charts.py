@@ -1,0 +1,141 @@
+"""Bar charts as plain geometry, for SVG drawn on the server: no JavaScript, no chart library.
+
+Horizontal positions are percentages of the chart's width and vertical ones are pixels, so
+the SVG fills any screen while its text keeps its size.
+"""
+
+import math
+from dataclasses import dataclass
+
+HEIGHT = 220
+TOP = 20
+BOTTOM = HEIGHT - 28
+# Share of each slot a bar fills; the rest is the gap between bars.
+BAR_SHARE = 0.76
+
+
+@dataclass
+class Bar:
+    x: float
+    width: float
+    slot_x: float
+    slot_width: float
+    label: str
+    values: dict
+    # name -> (y, height) in pixels
+    rects: dict
+
+
+@dataclass
+class Tick:
+    x: float
+    label: str
+    anchor: str
+
+
+@dataclass
+class Gridline:
+    y: float
+    label: str
+
+
+@dataclass
+class Chart:
+    title: str
+    series: tuple
+    bars: list
+    ticks: list
+    gridlines: list
+    height: int = HEIGHT
+    baseline: int = BOTTOM
+
+    @property
+    def total(self):
+        """The sum of the first series over the whole chart."""
+        return sum(bar.values[self.series[0]] for bar in self.bars)
+
+
+def nice_step(value):
+    """The smallest of 1, 2 or 5 times a power of ten that is at least value, so axes read well."""
+    if value <= 1:
+        return 1
+    power = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 5):
+        if value <= step * power:
+            return step * power
+    return 10 * power
+
+
+def axis(largest):
+    """Gridline values: at most four round steps, the top one at or above the largest value."""
+    step = nice_step(largest / 4)
+    return [step * i for i in range(1, max(math.ceil(largest / step), 1) + 1)]
+
+
+def bar_chart(title, rows, key, series, label, tick):
+    """Bars for rows like ``{key: when, "hits": 3, "errors": 1}``, drawn one series over another.
+
+    ``label(when)`` names a bar for its tooltip; ``tick(index, when)`` returns an axis label
+    or None for bars without one.
+    """
+    lines = axis(max((row[name] for row in rows for name in series), default=0))
+    top = lines[-1]
+    slot = 100 / max(len(rows), 1)
+    plot = BOTTOM - TOP
+    bars, ticks = [], []
+    for index, row in enumerate(rows):
+        x = index * slot
+        rects = {}
+        for name in series:
+            height = plot * row[name] / top
+            rects[name] = (round(BOTTOM - height, 2), round(height, 2))
+        bars.append(
+            Bar(
+                x=round(x + slot * (1 - BAR_SHARE) / 2, 3),
+                width=round(slot * BAR_SHARE, 3),
+                slot_x=round(x, 3),
+                slot_width=round(slot, 3),
+                label=label(row[key]),
+                values={name: row[name] for name in series},
+                rects=rects,
+            )
+        )
+        text = tick(index, row[key])
+        if text:
+            center = x + slot / 2
+            anchor = "start" if center < 6 else "end" if center > 94 else "middle"
+            edge = {"start": x, "end": x + slot, "middle": center}[anchor]
+            ticks.append(Tick(round(edge, 3), text, anchor))
+    gridlines = [Gridline(round(BOTTOM - plot * value / top, 2), f"{value:,}") for value in lines]
+    return Chart(title=title, series=series, bars=bars, ticks=ticks, gridlines=gridlines)
+
+
+def hourly_chart(rows, series):
+    """Hits (and errors) per UTC hour, with the date at each midnight and noon marked."""
+    return bar_chart(
+        f"Per hour, last {len(rows)} hours (UTC)",
+        rows,
+        "hour",
+        series,
+        label=lambda hour: hour.strftime("%a %d %b %H:00 UTC"),
+        tick=lambda _, hour: (
+            hour.strftime("%d %b")
+            if hour.hour == 0
+            else hour.strftime("%H:00")
+            if hour.hour == 12
+            else None
+        ),
+    )
+
+
+def daily_chart(rows, series):
+    """Hits (and errors) per UTC day, with every seventh day counted back from today marked."""
+    last = len(rows) - 1
+    return bar_chart(
+        f"Per day, last {len(rows)} days (UTC)",
+        rows,
+        "day",
+        series,
+        label=lambda day: day.strftime("%a %d %b %Y"),
+        tick=lambda index, day: day.strftime("%d %b") if (last - index) % 7 == 0 else None,
+    )

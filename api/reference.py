@@ -1,0 +1,284 @@
+"""What the ``/docs`` page shows, read from the OpenAPI document and nowhere else.
+
+One entry per operation, with its parameters, auth, responses and example bodies, and the
+example requests from the spec as curl lines ready to paste. Tests send the same example
+requests to the app, so a curl line on the page cannot stop working unnoticed.
+"""
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from urllib.parse import quote, urlencode
+
+from . import openapi
+
+HTTP_METHODS = ("get", "post", "put", "patch", "delete")
+
+# The documented way to hold a token in a shell; the quick start sets it.
+SHELL_VARIABLE = "$TOKEN"
+
+
+@dataclass
+class ExampleRequest:
+    """One request built from an operation's examples."""
+
+    method: str
+    path: str
+    with_token: bool = False
+    media_type: str | None = None
+    body: object = None
+    # Show the status line too, for operations that never answer 2xx.
+    include_status: bool = False
+
+    def encoded_body(self):
+        """The body as it goes on the wire."""
+        if self.media_type == "application/json":
+            return json.dumps(self.body)
+        if self.media_type == "application/x-www-form-urlencoded":
+            return urlencode(self.body)
+        return None
+
+    def curl(self, base_url):
+        """A curl command line for this request, quoted for a POSIX shell."""
+        parts = ["curl"]
+        if self.include_status:
+            parts.append("-i")
+        if self.method != "GET":
+            parts += ["-X", self.method]
+        if self.with_token:
+            # Double quotes, so that the shell expands the variable.
+            parts += ["-H", f'"Authorization: Bearer {SHELL_VARIABLE}"']
+        if self.media_type == "application/json":
+            parts += ["-H", shlex.quote("Content-Type: application/json")]
+        if self.media_type:
+            parts += ["-d", shlex.quote(self.encoded_body())]
+        parts.append(shlex.quote(base_url.rstrip("/") + self.path))
+        return " ".join(parts)
+
+
+@dataclass
+class Parameter:
+    name: str
+    where: str
+    required: bool
+    values: list
+    description: str
+
+
+@dataclass
+class Example:
+    summary: str
+    body: str
+
+
+@dataclass
+class Response:
+    status: str
+    description: str
+    schema: str | None
+    headers: list = field(default_factory=list)
+    examples: list = field(default_factory=list)
+
+
+@dataclass
+class Endpoint:
+    """One operation, as the docs page lays it out."""
+
+    anchor: str
+    method: str
+    path: str
+    summary: str
+    description: str
+    auth: str
+    allow: str
+    parameters: list
+    bodies: list
+    responses: list
+    requests: list
+
+
+def resolve(spec, value):
+    """Follow a local ``$ref`` to the object it names."""
+    while isinstance(value, dict) and "$ref" in value:
+        node = spec
+        for part in value["$ref"].removeprefix("#/").split("/"):
+            node = node[part]
+        value = node
+    return value
+
+
+def schema_name(schema):
+    """The component name a schema refers to, or its type."""
+    if not schema:
+        return None
+    if "$ref" in schema:
+        return schema["$ref"].rsplit("/", 1)[-1]
+    return schema.get("type")
+
+
+def pretty(value):
+    """JSON as people read it: flat objects on one line, nested ones indented."""
+    nested = isinstance(value, dict) and any(
+        isinstance(inner, dict | list) and inner for inner in value.values()
+    )
+    return json.dumps(value, indent=2 if nested else None, ensure_ascii=False)
+
+
+def operations(spec):
+    """(path, method, operation) for every operation, in the spec's order."""
+    for path, item in spec["paths"].items():
+        for method in HTTP_METHODS:
+            if method in item:
+                yield path, method, item[method]
+
+
+def _example_value(examples, name):
+    chosen = examples.get(name) or next(iter(examples.values()))
+    return chosen["value"]
+
+
+def _reads_token(operation):
+    return any(requirement for requirement in operation.get("security", []))
+
+
+def example_requests(spec, path, method, operation):
+    """Requests built from the operation's named examples; the private one carries a token."""
+    parameters = [resolve(spec, p) for p in operation.get("parameters", [])]
+    content = resolve(spec, operation.get("requestBody", {})).get("content", {})
+    names = []
+    for source in [p.get("examples", {}) for p in parameters] + [
+        media.get("examples", {}) for media in content.values()
+    ]:
+        names += [name for name in source if name not in names]
+    private_name = openapi.PRIVATE_EXAMPLE
+    never_succeeds = not any(status.startswith("2") for status in operation["responses"])
+    may_need_token = "401" in operation["responses"] and _reads_token(operation)
+    if not names:
+        names = [None, private_name] if may_need_token else [None]
+    media_types = list(content) or [None]
+
+    def build(name, media_type):
+        url = path
+        query = {}
+        for parameter in parameters:
+            if not parameter.get("required"):
+                continue
+            examples = parameter.get("examples") or {"": {"value": parameter.get("example")}}
+            value = _example_value(examples, name)
+            if parameter["in"] == "path":
+                url = url.replace("{" + parameter["name"] + "}", quote(str(value), safe=""))
+            elif parameter["in"] == "query":
+                query[parameter["name"]] = value
+        if query:
+            url += "?" + urlencode(query)
+        body = None
+        if media_type:
+            body = _example_value(content[media_type].get("examples", {}), name)
+        return ExampleRequest(
+            method=method.upper(),
+            path=url,
+            with_token=name is not None and name == private_name,
+            media_type=media_type,
+            body=body,
+            include_status=never_succeeds,
+        )
+
+    # Every example with the first media type, then the first example with each other one.
+    requests = [build(name, media_types[0]) for name in names]
+    requests += [build(names[0], media_type) for media_type in media_types[1:]]
+    return requests
+
+
+def _auth(operation):
+    if not _reads_token(operation):
+        return "None. A token is not read here."
+    if "401" in operation["responses"]:
+        return (
+            "Optional for public data; private data needs a valid token, in the "
+            "Authorization header or the token query parameter."
+        )
+    return "Not needed. A token that is sent must still be sent correctly, or the answer is 400."
+
+
+def _responses(spec, operation):
+    found = []
+    for status, response in operation["responses"].items():
+        response = resolve(spec, response)
+        media = response.get("content", {}).get("application/json", {})
+        found.append(
+            Response(
+                status=status,
+                description=response["description"],
+                schema=schema_name(media.get("schema")),
+                headers=[
+                    (name, header.get("example", ""))
+                    for name, header in response.get("headers", {}).items()
+                ],
+                examples=[
+                    Example(example.get("summary", name), pretty(example["value"]))
+                    for name, example in media.get("examples", {}).items()
+                ],
+            )
+        )
+    return found
+
+
+def _parameters(spec, operation):
+    found = []
+    for parameter in operation.get("parameters", []):
+        parameter = resolve(spec, parameter)
+        found.append(
+            Parameter(
+                name=parameter["name"],
+                where=parameter["in"],
+                required=parameter.get("required", False),
+                values=parameter.get("schema", {}).get("enum", []),
+                description=parameter.get("description", ""),
+            )
+        )
+    return found
+
+
+def _bodies(spec, operation):
+    content = resolve(spec, operation.get("requestBody", {})).get("content", {})
+    bodies = []
+    for media_type, media in content.items():
+        first = next(iter(media.get("examples", {}).values()), {}).get("value")
+        request = ExampleRequest("POST", "", media_type=media_type, body=first)
+        bodies.append((media_type, request.encoded_body() if first is not None else ""))
+    return bodies
+
+
+def anchor(method, path):
+    """A stable, readable fragment for one operation: ``get-api-kind``."""
+    words = [method] + [w for w in path.replace("{", "").replace("}", "").split("/") if w]
+    return "-".join(word.replace(".", "-") for word in words)
+
+
+def endpoints(spec):
+    """Every operation of the spec, ready for the template."""
+    return [
+        Endpoint(
+            anchor=anchor(method, path),
+            method=method.upper(),
+            path=path,
+            summary=operation.get("summary", ""),
+            description=operation.get("description", ""),
+            auth=_auth(operation),
+            allow=", ".join(sorted({*map(str.upper, spec["paths"][path]), "HEAD", "OPTIONS"})),
+            parameters=_parameters(spec, operation),
+            bodies=_bodies(spec, operation),
+            responses=_responses(spec, operation),
+            requests=example_requests(spec, path, method, operation),
+        )
+        for path, method, operation in operations(spec)
+    ]
+
+
+def error_statuses(spec):
+    """Every error status the API answers, from the spec's shared error responses."""
+    responses = spec["components"]["responses"]
+    return [
+        _responses(spec, {"responses": {name.removeprefix("Error"): response}})[0]
+        for name, response in sorted(responses.items())
+    ]

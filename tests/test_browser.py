@@ -1,0 +1,154 @@
+"""The pages in a real browser: Debian's Chromium, driven by Playwright, against real gunicorn."""
+
+import shutil
+
+import pytest
+
+from . import servers
+
+pytestmark = [pytest.mark.browser, pytest.mark.server]
+
+CHROMIUM = shutil.which("chromium")
+# Playwright cannot download its own browser here; these flags let Debian's run in a container.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+SCREENSHOTS = servers.ROOT / "test-artifacts" / "screenshots"
+WIDTHS = (1280, 390)
+HEIGHT = 900
+# name -> (path, the status the page itself answers with)
+PAGES = {
+    "index": ("/", 200),
+    "docs": ("/docs", 200),
+    "stats": ("/stats", 200),
+    "not-found": ("/no-such-page", 404),
+}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("chromium is not on PATH: install Debian's chromium (.ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def server(start_server, tmp_path):
+    url = f"sqlite:///{tmp_path}/browser.sqlite3"
+    servers.run_release(servers.clean_env(DATABASE_URL=url))
+    return start_server(url)
+
+
+class PageWatch:
+    """Everything a page does wrong while it loads: console errors, script errors and
+    requests that fail or answer an error, except the status the page is expected to have."""
+
+    def __init__(self, page, url, status):
+        self.problems = []
+        self.url, self.status = url, status
+        page.on("console", self.on_console)
+        page.on("pageerror", lambda error: self.problems.append(f"script error: {error}"))
+        page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url} {r.failure}"))
+        page.on("response", self.on_response)
+
+    def on_console(self, message):
+        if message.type != "error":
+            return
+        # Chromium reports the document's own error status on the console; that status is
+        # what the page is meant to answer, and it is checked on the response itself.
+        expected = f"the server responded with a status of {self.status}"
+        if (
+            self.status >= 400
+            and message.location.get("url") == self.url
+            and expected in message.text
+        ):
+            return
+        self.problems.append(f"console error: {message.text} at {message.location}")
+
+    def on_response(self, response):
+        if response.url == self.url:
+            if response.status != self.status:
+                self.problems.append(f"{response.url} answered {response.status}")
+        elif response.status >= 400:
+            self.problems.append(f"{response.url} answered {response.status}")
+
+
+def visit(browser, url, status, width):
+    """Open url in a fresh page of the given width; return the page and its watcher."""
+    page = browser.new_page(viewport={"width": width, "height": HEIGHT})
+    watch = PageWatch(page, url, status)
+    response = page.goto(url, wait_until="networkidle")
+    assert response.status == status
+    return page, watch
+
+
+def test_pages_load_cleanly_at_both_widths(browser, server, capsys):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    problems, written = [], []
+    for name, (path, status) in PAGES.items():
+        for width in WIDTHS:
+            page, watch = visit(browser, server.url + path, status, width)
+            shot = SCREENSHOTS / f"{name}-{width}.png"
+            page.screenshot(path=shot, full_page=True)
+            written.append(shot)
+            overflow = page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            if overflow > 0:
+                watch.problems.append(f"{overflow}px of horizontal overflow")
+            problems += [f"{path} at {width}px: {problem}" for problem in watch.problems]
+            page.close()
+    with capsys.disabled():
+        print(f"\nscreenshots written to {SCREENSHOTS}/")
+    assert problems == []
+    assert all(shot.stat().st_size > 0 for shot in written)
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_every_contents_link_on_docs_scrolls_to_its_section(browser, server, width):
+    page, watch = visit(browser, server.url + "/docs", 200, width)
+    links = page.locator("nav.toc a")
+    targets = [href.removeprefix("#") for href in links.evaluate_all("a => a.map(e => e.hash)")]
+    assert len(targets) >= 10
+    for index, target in enumerate(targets):
+        page.evaluate("window.scrollTo(0, 0)")
+        links.nth(index).click()
+        page.wait_for_function(f"location.hash === '#{target}'")
+        placement = page.evaluate(
+            """id => {
+                const section = document.getElementById(id);
+                const top = section.getBoundingClientRect().top;
+                const atBottom = scrollY + innerHeight >= document.documentElement.scrollHeight - 1;
+                const margin = parseFloat(getComputedStyle(section).scrollMarginTop);
+                return {top, atBottom, margin, height: innerHeight};
+            }""",
+            target,
+        )
+        # At its scroll margin from the top, or as near as the end of the page allows.
+        at_top = abs(placement["top"] - placement["margin"]) <= 2
+        in_view = 0 <= placement["top"] < placement["height"]
+        assert at_top or (placement["atBottom"] and in_view), (target, placement)
+    assert watch.problems == []
+    page.close()
+
+
+def test_docs_fit_a_phone_without_sideways_scrolling(browser, server):
+    page, watch = visit(browser, server.url + "/docs", 200, 390)
+    widths = page.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert widths[0] <= widths[1], widths
+    # No single element pokes out past the right edge, even where the page clips it.
+    wide = page.evaluate(
+        """() => [...document.querySelectorAll('main *')]
+            .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+            .filter(e => !e.closest('pre, table, svg'))
+            .map(e => e.tagName + '.' + e.className + ': ' + (e.textContent || '').slice(0, 40))"""
+    )
+    assert wide == []
+    assert watch.problems == []
+    page.close()
