@@ -1,8 +1,12 @@
 """The pages in a real browser: Debian's Chromium, driven by Playwright, against real gunicorn."""
 
+import math
 import shutil
+from datetime import timedelta
 
 import pytest
+
+from api import create_app, storage
 
 from . import servers
 
@@ -36,11 +40,47 @@ def browser():
         browser.close()
 
 
+def seed_history(url, days=30):
+    """A month of daily-rhythm traffic, written through the real increments, so that the
+    charts have something to draw: every hour of the last two days, one hour a day before."""
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url})
+    now = storage.utcnow()
+    real_clock = storage.utcnow
+    try:
+        with app.app_context():
+            for hours_ago in range(days * 24, 0, -1):
+                moment = now - timedelta(hours=hours_ago)
+                hits = round(40 + 30 * math.sin(math.pi * moment.hour / 12) + hours_ago % 11)
+                if hours_ago > 48:
+                    if moment.hour != 12:
+                        continue
+                    hits *= 24
+                storage.utcnow = lambda moment=moment: moment
+                storage.increment_counter("hits", hits)
+                storage.increment_counter("errors", hits // 12)
+            storage.utcnow = real_clock
+            result = app.test_cli_runner().invoke(args=["token", "create", "browser"])
+            storage.db.engine.dispose()
+    finally:
+        storage.utcnow = real_clock
+    return result.stdout.strip().splitlines()[-1]
+
+
 @pytest.fixture
 def server(start_server, tmp_path):
     url = f"sqlite:///{tmp_path}/browser.sqlite3"
     servers.run_release(servers.clean_env(DATABASE_URL=url))
-    return start_server(url)
+    server = start_server(url)
+    return server
+
+
+@pytest.fixture
+def seeded_server(start_server, tmp_path):
+    """A server with a month of history and a token for it."""
+    url = f"sqlite:///{tmp_path}/browser.sqlite3"
+    servers.run_release(servers.clean_env(DATABASE_URL=url))
+    token = seed_history(url)
+    return start_server(url), token
 
 
 class PageWatch:
@@ -86,10 +126,12 @@ def visit(browser, url, status, width):
     return page, watch
 
 
-def test_pages_load_cleanly_at_both_widths(browser, server, capsys):
+def test_pages_load_cleanly_at_both_widths(browser, seeded_server, capsys):
+    server, token = seeded_server
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     problems, written = [], []
-    for name, (path, status) in PAGES.items():
+    pages = {**PAGES, "stats-with-token": (f"/stats?token={token}", 200)}
+    for name, (path, status) in pages.items():
         for width in WIDTHS:
             page, watch = visit(browser, server.url + path, status, width)
             shot = SCREENSHOTS / f"{name}-{width}.png"
@@ -100,7 +142,8 @@ def test_pages_load_cleanly_at_both_widths(browser, server, capsys):
             )
             if overflow > 0:
                 watch.problems.append(f"{overflow}px of horizontal overflow")
-            problems += [f"{path} at {width}px: {problem}" for problem in watch.problems]
+            name_in_report = path.replace(token, "<token>")
+            problems += [f"{name_in_report} at {width}px: {p}" for p in watch.problems]
             page.close()
     with capsys.disabled():
         print(f"\nscreenshots written to {SCREENSHOTS}/")
