@@ -13,7 +13,8 @@ from apispec import APISpec
 from flask import current_app
 from flask.views import MethodView
 
-from . import catalogue, errors
+from . import catalogue
+from .errors import RETRY_AFTER_SECONDS, STANDARD_MESSAGES
 
 TITLE = "REST API"
 VERSION = "1.0.0"
@@ -64,7 +65,7 @@ ERROR_HEADERS = {
             "description": "Seconds to wait before trying again.",
             "required": True,
             "schema": {"type": "integer", "minimum": 0},
-            "example": errors.RETRY_AFTER_SECONDS,
+            "example": RETRY_AFTER_SECONDS,
         }
     },
 }
@@ -196,8 +197,6 @@ def kinds_response():
 
 def _content_schema(value):
     """A JSON schema for a kind's content, from the type of its example."""
-    if isinstance(value, bool):
-        return {"type": "boolean"}
     if isinstance(value, int):
         return {"type": "integer", "minimum": 0}
     return {"type": "string"}
@@ -297,8 +296,12 @@ def _slug(text):
 
 
 def error_response(status, messages):
-    """One error status with the envelope schema and an example per message it can carry."""
-    messages = list(messages) or [errors.STANDARD_MESSAGES[status]]
+    """One error status with the envelope schema and an example per message it can carry.
+
+    Every error response in the spec is built here, so another media type for errors is one
+    more entry in its content.
+    """
+    messages = list(messages) or [STANDARD_MESSAGES[status]]
     response = json_response(
         ERROR_STATUSES[status],
         "Error",
