@@ -15,7 +15,7 @@ def test_index_explains_the_api_and_shows_the_count(client, hits):
     assert 'href="/docs"' in html
     assert 'href="/stats"' in html
     assert "/api?data=" in html
-    assert re.search(rf'id="hits">{hits()}<', html)
+    assert f'id="hits">{hits():,}<' in html
     assert 'href="/static/style.css"' in html
 
 
