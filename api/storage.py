@@ -55,7 +55,8 @@ _BUMP_HOUR = (
     "INSERT INTO counter_hours (name, hour, slot, value) VALUES (:name, :hour, :slot, :amount) "
     "ON CONFLICT (name, hour, slot) DO UPDATE SET value = counter_hours.value + excluded.value"
 )
-_SUM = "SELECT COALESCE(SUM(value), 0) FROM counters WHERE name = :name"
+# The cast keeps the total an integer: PostgreSQL sums a BIGINT column as NUMERIC.
+_SUM = "SELECT CAST(COALESCE(SUM(value), 0) AS BIGINT) FROM counters WHERE name = :name"
 
 # PostgreSQL runs all three in one statement, so an increment is one round trip. The final
 # SELECT sees the snapshot from before the writes in its CTEs, hence the added amount.

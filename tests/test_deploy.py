@@ -81,6 +81,26 @@ def test_pool_never_opens_more_than_pool_size_plus_overflow(monkeypatch, pg_url)
         storage.db.engine.dispose()
 
 
+@pytest.fixture
+def pg_client(pg_url, make_app):
+    return make_app(SQLALCHEMY_DATABASE_URI=pg_url).test_client()
+
+
+@pytest.mark.parametrize("kind", ["hits", "errors"])
+def test_counts_on_postgresql_are_json_integers(pg_client, kind):
+    pg_client.get("/api/nothing")  # one hit that is also an error
+    token = pg_client.application.test_cli_runner().invoke(args=["token", "create", "pg"])
+    headers = {"Authorization": f"Bearer {token.stdout.strip().splitlines()[-1]}"}
+
+    first = pg_client.get(f"/api?data={kind}", headers=headers)
+    second = pg_client.get(f"/api?data={kind}", headers=headers)
+
+    assert first.status_code == second.status_code == 200
+    counts = first.get_json()["content"], second.get_json()["content"]
+    assert all(type(count) is int for count in counts)
+    assert counts[1] == counts[0] + (1 if kind == "hits" else 0)
+
+
 # --- Ephemeral disks ---------------------------------------------------------------------------
 
 
