@@ -96,6 +96,8 @@ def engine_options(config, url):
         # One connection per gunicorn thread, so that no request waits for another's.
         "pool_size": config["DB_POOL_SIZE"] or config["GUNICORN_THREADS"],
         "max_overflow": config["DB_MAX_OVERFLOW"],
+        # A request that cannot get a connection answers 503 before a router's 30 s run out.
+        "pool_timeout": 10,
         # Test each connection as it leaves the pool, so that after the database restarts or
         # the network drops, the next request reconnects instead of failing on a dead socket.
         "pool_pre_ping": True,

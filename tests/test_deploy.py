@@ -101,6 +101,18 @@ def test_counts_on_postgresql_are_json_integers(pg_client, kind):
     assert counts[1] == counts[0] + (1 if kind == "hits" else 0)
 
 
+def test_exhausted_pool_answers_503_not_500(make_app):
+    app = make_app(
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 1, "max_overflow": 0, "pool_timeout": 0.1}
+    )
+    with app.app_context(), storage.db.engine.connect():
+        # The only connection is taken, so the request's counting cannot get one.
+        response = app.test_client().get("/api/pizza")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert response.get_json() == {"type": "Error", "content": "Service unavailable"}
+
+
 # --- Ephemeral disks ---------------------------------------------------------------------------
 
 
