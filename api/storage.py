@@ -108,7 +108,8 @@ def engine_options(config, url):
 
 
 def init_app(app):
-    """Bind the engine to the app and give SQLite the settings concurrent workers need."""
+    """Bind the engine to the app: a pool sized to gunicorn for PostgreSQL, and for SQLite the
+    settings concurrent workers need, refused where the platform's disk is ephemeral."""
     url = sa.engine.make_url(app.config["SQLALCHEMY_DATABASE_URI"])
     if url.get_backend_name() == "sqlite" and app.config["DYNO"]:
         if not app.config["ALLOW_EPHEMERAL_SQLITE"]:
