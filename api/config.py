@@ -29,7 +29,18 @@ class Config:
         # because only the app knows where its instance folder is.
         self.SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL"))
         self.SQLITE_BUSY_TIMEOUT_MS = int(os.environ.get("SQLITE_BUSY_TIMEOUT_MS", "5000"))
+        # Threads per gunicorn worker, the same variable and default as gunicorn.conf.py: each
+        # thread serves one request at a time, so the pool needs one connection per thread.
+        self.GUNICORN_THREADS = int(os.environ.get("GUNICORN_THREADS", "4"))
+        # None means "one per thread"; set it to fit a database plan's connection limit.
         self.DB_POOL_SIZE = int(os.environ.get("DB_POOL_SIZE", "0")) or None
+        # Extra connections a process may open beyond the pool, for work outside request threads.
+        self.DB_MAX_OVERFLOW = int(os.environ.get("DB_MAX_OVERFLOW", "2"))
+        # Seconds to wait for a database server that does not answer, well inside a router's 30 s.
+        self.DB_CONNECT_TIMEOUT = int(os.environ.get("DB_CONNECT_TIMEOUT", "5"))
+        # Set on every dyno of a Heroku-style platform, whose disk is wiped at each restart.
+        self.DYNO = os.environ.get("DYNO") or None
+        self.ALLOW_EPHEMERAL_SQLITE = env_flag("ALLOW_EPHEMERAL_SQLITE", False)
         # Rows per counter; more slots spread concurrent PostgreSQL writers over more row locks.
         self.COUNTER_SLOTS = int(os.environ.get("COUNTER_SLOTS", "8"))
         self.TOKEN_PREFIX = os.environ.get("TOKEN_PREFIX", "rapi_")

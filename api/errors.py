@@ -71,8 +71,10 @@ def handle_exception(e):
         isinstance(e, sa.exc.DBAPIError)
         and e.connection_invalidated
         or isinstance(e, sa.exc.OperationalError)
+        # Every pooled connection stayed busy past the pool's timeout: overloaded, not broken.
+        or isinstance(e, sa.exc.TimeoutError)
     ):
-        current_app.logger.warning("database unavailable: %s", type(e.orig).__name__)
+        current_app.logger.warning("database unavailable: %s", type(getattr(e, "orig", e)).__name__)
         return error_response(503, headers=[("Retry-After", str(RETRY_AFTER_SECONDS))])
     current_app.log_exception(sys.exc_info())
     return error_response(500)

@@ -5,6 +5,7 @@ themselves, so that each query can be read, tuned and tested in one place.
 """
 
 import random
+from contextlib import contextmanager
 from datetime import UTC, datetime, time, timedelta
 
 import sqlalchemy as sa
@@ -54,7 +55,8 @@ _BUMP_HOUR = (
     "INSERT INTO counter_hours (name, hour, slot, value) VALUES (:name, :hour, :slot, :amount) "
     "ON CONFLICT (name, hour, slot) DO UPDATE SET value = counter_hours.value + excluded.value"
 )
-_SUM = "SELECT COALESCE(SUM(value), 0) FROM counters WHERE name = :name"
+# The cast keeps the total an integer: PostgreSQL sums a BIGINT column as NUMERIC.
+_SUM = "SELECT CAST(COALESCE(SUM(value), 0) AS BIGINT) FROM counters WHERE name = :name"
 
 # PostgreSQL runs all three in one statement, so an increment is one round trip. The final
 # SELECT sees the snapshot from before the writes in its CTEs, hence the added amount.
@@ -72,8 +74,52 @@ class UnknownName(Exception):
     """No token has this name."""
 
 
+class EphemeralDatabase(RuntimeError):
+    """SQLite on a disk that the platform wipes; a RuntimeError so gunicorn prints one line."""
+
+
+EPHEMERAL_SQLITE_MESSAGE = (
+    "Refusing to start: DYNO is set, so this disk is wiped at every restart and not shared "
+    "between dynos, and SQLite on it would lose every count; set DATABASE_URL to the "
+    "platform's PostgreSQL, or ALLOW_EPHEMERAL_SQLITE=true to run anyway."
+)
+
+# Any constant works, as long as every release of this app uses the same one.
+MIGRATION_LOCK_KEY = 0x61706930_6D696772
+
+
+def engine_options(config, url):
+    """Pool settings for a server database; SQLite keeps SQLAlchemy's, as its file needs none."""
+    if url.get_backend_name() == "sqlite":
+        return {}
+    options = {
+        # One connection per gunicorn thread, so that no request waits for another's.
+        "pool_size": config["DB_POOL_SIZE"] or config["GUNICORN_THREADS"],
+        "max_overflow": config["DB_MAX_OVERFLOW"],
+        # A request that cannot get a connection answers 503 before a router's 30 s run out.
+        "pool_timeout": 10,
+        # Test each connection as it leaves the pool, so that after the database restarts or
+        # the network drops, the next request reconnects instead of failing on a dead socket.
+        "pool_pre_ping": True,
+    }
+    if url.get_backend_name() == "postgresql":
+        options["connect_args"] = {"connect_timeout": config["DB_CONNECT_TIMEOUT"]}
+    return options
+
+
 def init_app(app):
-    """Bind the engine to the app and give SQLite the settings concurrent workers need."""
+    """Bind the engine to the app: a pool sized to gunicorn for PostgreSQL, and for SQLite the
+    settings concurrent workers need, refused where the platform's disk is ephemeral."""
+    url = sa.engine.make_url(app.config["SQLALCHEMY_DATABASE_URI"])
+    if url.get_backend_name() == "sqlite" and app.config["DYNO"]:
+        if not app.config["ALLOW_EPHEMERAL_SQLITE"]:
+            raise EphemeralDatabase(EPHEMERAL_SQLITE_MESSAGE)
+        app.logger.warning("ALLOW_EPHEMERAL_SQLITE is set: counts will be lost at each restart")
+    # Options the app was given explicitly win over the sized defaults.
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+        **engine_options(app.config, url),
+        **app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}),
+    }
     db.init_app(app)
     with app.app_context():
         engine = db.engine
@@ -89,6 +135,26 @@ def init_app(app):
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout)}")
             cursor.close()
+
+
+@contextmanager
+def migration_lock(connection):
+    """Serialise concurrent releases on PostgreSQL, so that the second finds the schema at head.
+
+    A session lock, taken and released outside the migration's own transaction, so that the
+    waiting release reads the version table only after the first one has committed.
+    """
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    key = {"key": MIGRATION_LOCK_KEY}
+    connection.execute(sa.text("SELECT pg_advisory_lock(:key)"), key)
+    connection.commit()
+    try:
+        yield
+    finally:
+        connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), key)
+        connection.commit()
 
 
 def utcnow():

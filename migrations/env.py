@@ -5,6 +5,8 @@ from flask import current_app
 
 from alembic import context
 
+from api import storage
+
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
 config = context.config
@@ -92,7 +94,9 @@ def run_migrations_online():
 
     connectable = get_engine()
 
-    with connectable.connect() as connection:
+    # Two releases may run at once; on PostgreSQL the second waits here for the first to
+    # finish, then finds the schema at head and has nothing to do.
+    with connectable.connect() as connection, storage.migration_lock(connection):
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),

@@ -1,10 +1,14 @@
-"""Fixtures: a migrated SQLite file per test, the app on it, its clients, and a real token."""
+"""Fixtures: a migrated database per test (SQLite, or PostgreSQL when TEST_DATABASE_URL is set),
+the app on it, its clients, and a real token."""
 
 import os
 import shutil
+import uuid
 
 import flask_migrate
+import psycopg
 import pytest
+import sqlalchemy as sa
 
 from api import create_app, storage
 
@@ -19,6 +23,12 @@ APP_ENV = (
     "DYNO",
     "PORT",
     "WEB_CONCURRENCY",
+    "GUNICORN_THREADS",
+    "DB_POOL_SIZE",
+    "DB_MAX_OVERFLOW",
+    "DB_CONNECT_TIMEOUT",
+    "ALLOW_EPHEMERAL_SQLITE",
+    "COUNTER_SLOTS",
 )
 
 
@@ -54,6 +64,90 @@ def database_path(tmp_path, migrated_template):
 @pytest.fixture
 def database_url(database_path):
     return f"sqlite:///{database_path}"
+
+
+def with_database(url, name):
+    """The same server URL, naming another database; the password stays in."""
+    return sa.engine.make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def admin_execute(server_url, *statements):
+    """Run statements outside a transaction, as CREATE/DROP DATABASE require."""
+    conninfo = sa.engine.make_url(server_url).set(drivername="postgresql")
+    with psycopg.connect(
+        conninfo.render_as_string(hide_password=False), autocommit=True, connect_timeout=5
+    ) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The PostgreSQL at TEST_DATABASE_URL: skip without it, fail if it is set but away."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if not url:
+        pytest.skip("TEST_DATABASE_URL is not set; this test needs a real PostgreSQL")
+    try:
+        admin_execute(url, "SELECT 1")
+    except psycopg.Error as e:
+        pytest.fail(
+            f"TEST_DATABASE_URL is set but PostgreSQL there is unreachable: {e}", pytrace=False
+        )
+    return url
+
+
+def create_database(server_url, template="template0"):
+    """A new, uniquely named database on the server, so that tests never share one."""
+    name = f"apitest_{uuid.uuid4().hex[:16]}"
+    admin_execute(server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    return name
+
+
+def drop_database(server_url, name):
+    """Drop a test database; FORCE ends the sessions of servers a test killed, not stopped."""
+    admin_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_server):
+    """One migrated PostgreSQL database, cloned for each test: real migrations, run only once."""
+    name = create_database(postgres_server)
+    migrate(with_database(postgres_server, name))
+    yield name
+    drop_database(postgres_server, name)
+
+
+@pytest.fixture
+def pg_url(postgres_server, postgres_template):
+    """A fresh PostgreSQL database of this test's own, migrated to head."""
+    name = create_database(postgres_server, template=postgres_template)
+    yield with_database(postgres_server, name)
+    drop_database(postgres_server, name)
+
+
+@pytest.fixture
+def pg_empty_url(postgres_server):
+    """A fresh, empty PostgreSQL database of this test's own, for migrations to start from."""
+    name = create_database(postgres_server)
+    yield with_database(postgres_server, name)
+    drop_database(postgres_server, name)
+
+
+@pytest.fixture
+def read_counter():
+    """Read a counter straight from the database at a URL, as another process would."""
+    apps = {}
+
+    def read(url, name="hits"):
+        if url not in apps:
+            apps[url] = create_app({"SQLALCHEMY_DATABASE_URI": url})
+        with apps[url].app_context():
+            return storage.read_counter(name)
+
+    yield read
+    for app in apps.values():
+        with app.app_context():
+            storage.db.engine.dispose()
 
 
 @pytest.fixture

@@ -1,15 +1,18 @@
 """Real gunicorn servers started from the Procfile's web line, for tests that need processes."""
 
+import http.client
 import os
 import shlex
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -37,6 +40,69 @@ def clean_env(**overrides):
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update({k: str(v) for k, v in overrides.items()})
     return env
+
+
+class Answer(NamedTuple):
+    """What a client got: status None means no answer at all (refused, reset, timed out)."""
+
+    status: int | None
+    body: bytes = b""
+    retry_after: str | None = None
+
+
+def fetch(url, headers=None, timeout=30):
+    """GET url; any HTTP status is an answer, only a failed connection is not."""
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return Answer(r.status, r.read(), r.headers.get("Retry-After"))
+    except urllib.error.HTTPError as e:
+        with e:
+            return Answer(e.code, e.read(), e.headers.get("Retry-After"))
+    except (urllib.error.URLError, http.client.HTTPException, OSError):
+        return Answer(None)
+
+
+class Load:
+    """Clients sending GETs in a loop, round-robin over URLs, keeping every answer in order."""
+
+    def __init__(self, urls, clients=8):
+        self.urls = list(urls)
+        self.answers = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(clients)]
+
+    def _run(self, offset):
+        n = offset
+        while not self._stop.is_set():
+            self.answers.append(fetch(self.urls[n % len(self.urls)]))
+            n += 1
+
+    def wait_for(self, more, status=200, timeout=60):
+        """Block until `more` further answers with this status have arrived."""
+        target = self.count(status) + more
+        deadline = time.monotonic() + timeout
+        while self.count(status) < target:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {self.count(status)} of {target} answers were {status}")
+            time.sleep(0.01)
+
+    def count(self, status):
+        return sum(1 for a in list(self.answers) if a.status == status)
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self):
+        """Stop sending and wait for the requests in flight to finish."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
 
 
 def run_release(env):
@@ -78,6 +144,22 @@ class Server:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"gunicorn did not become ready:\n{self.output()}")
+
+    def worker_pids(self):
+        """The pids of the master's live worker processes, read from /proc."""
+        pids = set()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # The command name in parentheses may hold spaces; the fields after it do not.
+            state, ppid = stat.rpartition(")")[2].split()[:2]
+            if int(ppid) == self.process.pid and state != "Z":
+                pids.add(int(entry.name))
+        return pids
 
     def output(self):
         """Everything the server has written so far."""

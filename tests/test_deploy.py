@@ -1,0 +1,202 @@
+"""Settings for a Procfile platform: database URLs, pool sizing, no SQLite on ephemeral disks."""
+
+import subprocess
+import sys
+
+import pytest
+import sqlalchemy as sa
+
+from api import create_app, storage
+
+from . import servers
+
+# A PostgreSQL URL that is never connected to: building an app opens no connection.
+UNUSED_POSTGRES = "postgresql://user:secret@db.example:5432/app"
+
+
+def engine_of(app):
+    with app.app_context():
+        return storage.db.engine
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "postgres://user:secret@db.example:5432/app",  # Heroku's form
+        "postgresql://user:secret@db.example:5432/app",
+    ],
+)
+def test_database_url_forms_use_psycopg_3(monkeypatch, raw):
+    monkeypatch.setenv("DATABASE_URL", raw)
+    url = engine_of(create_app()).url
+    assert url.drivername == "postgresql+psycopg"
+    assert url.render_as_string(hide_password=False).endswith("://user:secret@db.example:5432/app")
+
+
+@pytest.mark.parametrize(
+    ("env", "pool_size"),
+    [
+        ({}, 4),  # gunicorn.conf.py's default threads per worker
+        ({"GUNICORN_THREADS": "8"}, 8),
+        ({"GUNICORN_THREADS": "8", "DB_POOL_SIZE": "3"}, 3),
+    ],
+)
+def test_pool_has_one_connection_per_gunicorn_thread(monkeypatch, env, pool_size):
+    monkeypatch.setenv("DATABASE_URL", UNUSED_POSTGRES)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    engine = engine_of(create_app())
+    assert engine.pool.size() == pool_size
+
+
+def test_explicit_engine_options_win(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", UNUSED_POSTGRES)
+    app = create_app({"SQLALCHEMY_ENGINE_OPTIONS": {"pool_size": 11}})
+    assert engine_of(app).pool.size() == 11
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///{tmp_path}/file.sqlite3"])
+def test_sqlite_keeps_its_own_pool(tmp_path, url):
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url.format(tmp_path=tmp_path)})
+    with app.app_context():
+        with storage.db.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1
+        storage.db.engine.dispose()
+
+
+def test_pool_never_opens_more_than_pool_size_plus_overflow(monkeypatch, pg_url):
+    monkeypatch.setenv("DB_POOL_SIZE", "2")
+    monkeypatch.setenv("DB_MAX_OVERFLOW", "1")
+    # Explicit options add to the sized ones; a short timeout fails fast instead of in 30 s.
+    app = create_app(
+        {"SQLALCHEMY_DATABASE_URI": pg_url, "SQLALCHEMY_ENGINE_OPTIONS": {"pool_timeout": 0.2}}
+    )
+    with app.app_context():
+        engine = storage.db.engine
+        held = [engine.connect() for _ in range(3)]
+        with pytest.raises(sa.exc.TimeoutError):
+            engine.connect()
+        for conn in held:
+            conn.close()
+        storage.db.engine.dispose()
+
+
+@pytest.fixture
+def pg_client(pg_url, make_app):
+    return make_app(SQLALCHEMY_DATABASE_URI=pg_url).test_client()
+
+
+@pytest.mark.parametrize("kind", ["hits", "errors"])
+def test_counts_on_postgresql_are_json_integers(pg_client, kind):
+    pg_client.get("/api/nothing")  # one hit that is also an error
+    token = pg_client.application.test_cli_runner().invoke(args=["token", "create", "pg"])
+    headers = {"Authorization": f"Bearer {token.stdout.strip().splitlines()[-1]}"}
+
+    first = pg_client.get(f"/api?data={kind}", headers=headers)
+    second = pg_client.get(f"/api?data={kind}", headers=headers)
+
+    assert first.status_code == second.status_code == 200
+    counts = first.get_json()["content"], second.get_json()["content"]
+    assert all(type(count) is int for count in counts)
+    assert counts[1] == counts[0] + (1 if kind == "hits" else 0)
+
+
+def test_exhausted_pool_answers_503_not_500(make_app):
+    app = make_app(
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 1, "max_overflow": 0, "pool_timeout": 0.1}
+    )
+    with app.app_context(), storage.db.engine.connect():
+        # The only connection is taken, so the request's counting cannot get one.
+        response = app.test_client().get("/api/pizza")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert response.get_json() == {"type": "Error", "content": "Service unavailable"}
+
+
+# --- Ephemeral disks ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("database_url", [None, "sqlite:///{tmp_path}/api.sqlite3"])
+def test_sqlite_on_a_dyno_refuses_to_start(monkeypatch, tmp_path, database_url):
+    monkeypatch.setenv("DYNO", "web.1")
+    if database_url:
+        monkeypatch.setenv("DATABASE_URL", database_url.format(tmp_path=tmp_path))
+    with pytest.raises(storage.EphemeralDatabase) as refused:
+        create_app()
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "DYNO" in message
+    assert "DATABASE_URL" in message
+    assert "ALLOW_EPHEMERAL_SQLITE=true" in message
+
+
+def test_an_explicit_setting_allows_sqlite_on_a_dyno(monkeypatch, database_url):
+    monkeypatch.setenv("DYNO", "web.1")
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("ALLOW_EPHEMERAL_SQLITE", "true")
+    app = create_app()
+    assert app.test_client().get("/api?data=1").status_code == 200
+    with app.app_context():
+        storage.db.engine.dispose()
+
+
+def test_postgresql_on_a_dyno_starts(monkeypatch):
+    monkeypatch.setenv("DYNO", "web.1")
+    monkeypatch.setenv("DATABASE_URL", UNUSED_POSTGRES)
+    assert engine_of(create_app()).dialect.name == "postgresql"
+
+
+@pytest.mark.parametrize("process", ["web", "release"])
+def test_procfile_processes_refuse_sqlite_on_a_dyno(database_url, process):
+    env = servers.clean_env(DYNO="web.1", DATABASE_URL=database_url, PORT=servers.free_port())
+    result = subprocess.run(
+        servers.procfile_command(process),
+        cwd=servers.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert any(line.endswith(storage.EPHEMERAL_SQLITE_MESSAGE) for line in output.splitlines())
+    if process == "web":
+        # gunicorn prints a RuntimeError from the factory as one line, without a traceback.
+        assert "Traceback" not in output
+
+
+# --- The suite's own PostgreSQL fixtures -------------------------------------------------------
+
+# Any PostgreSQL test will do; this one is quick.
+A_POSTGRES_TEST = "tests/test_migrations.py::test_release_upgrades_a_database_already_at_head"
+
+
+def run_pytest(**env):
+    environment = servers.clean_env(**env)
+    for name in ("TEST_DATABASE_URL", "FAIL_ON_SKIP"):
+        if name not in env:
+            environment.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", A_POSTGRES_TEST],
+        cwd=servers.ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_postgres_tests_skip_with_a_reason_without_test_database_url():
+    result = run_pytest()
+    assert result.returncode == 0, result.stdout
+    assert "1 skipped" in result.stdout
+    assert "TEST_DATABASE_URL is not set" in result.stdout
+
+
+def test_postgres_tests_fail_when_test_database_url_is_unreachable():
+    closed = f"postgresql://postgres@127.0.0.1:{servers.free_port()}/test"
+    result = run_pytest(TEST_DATABASE_URL=closed)
+    assert result.returncode == 1, result.stdout
+    assert "1 error" in result.stdout
+    assert "skipped" not in result.stdout
+    assert "TEST_DATABASE_URL is set but PostgreSQL there is unreachable" in result.stdout
