@@ -32,9 +32,18 @@ def free_port():
 
 
 def clean_env(**overrides):
-    """The test process's environment without the app's settings, plus the given ones."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "GUNICORN_"))}
+    """The test process's environment without the app's settings, plus the given ones.
+
+    Rate limiting is off unless a test turns it on: load tests send thousands of requests
+    from one address on purpose.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_", "GUNICORN_", "RATELIMIT_", "PROXY_FIX_"))
+    }
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["RATELIMIT_ENABLED"] = "false"
     env.update({k: str(v) for k, v in overrides.items()})
     return env
 

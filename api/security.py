@@ -1,0 +1,81 @@
+"""Hardening every response shares: the proxy we trust, body size, security headers and CORS.
+
+Header values are computed once here, so each response pays for a few dictionary writes.
+"""
+
+import re
+
+from flask import abort, request
+from flask_cors import CORS
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import auth, rate_limits
+
+# On every response, whatever its type.
+ALWAYS = (
+    ("X-Content-Type-Options", "nosniff"),
+    # Query-string tokens must not travel to other sites in a Referer.
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+)
+
+# HTML pages load only their own stylesheet; no inline script or style, no frames, no plugins.
+# data: images cover the empty favicon in base.html, which saves a request for /favicon.ico.
+PAGE_CSP = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+# Everything else is data, and must not run or load anything if a browser renders it.
+DATA_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+# One year; browsers then refuse plain http for this host.
+HSTS = "max-age=31536000; includeSubDomains"
+
+API_PATHS = re.compile(r"/api(/|$)")
+
+
+def add_security_headers(response):
+    """Headers for every response, the page CSP for HTML, no-store when a token came."""
+    headers = response.headers
+    for name, value in ALWAYS:
+        headers[name] = value
+    headers["Content-Security-Policy"] = PAGE_CSP if response.mimetype == "text/html" else DATA_CSP
+    if request.is_secure:
+        headers["Strict-Transport-Security"] = HSTS
+    if auth.credentials_presented():
+        # Neither the browser nor any cache in between may keep what a token unlocked.
+        headers["Cache-Control"] = "no-store"
+    return response
+
+
+def reject_large_bodies():
+    """Refuse an announced oversized body on every route, before anything reads it."""
+    limit = request.max_content_length
+    if limit is not None and (request.content_length or 0) > limit:
+        abort(413, description=f"Request body too large; the limit is {limit} bytes")
+
+
+def init_app(app):
+    """Trust the configured proxies, cap bodies, add the headers and allow CORS on the API."""
+    config = app.config
+    hops = {
+        name: config[f"PROXY_FIX_X_{name.upper()}"]
+        for name in ("for", "proto", "host", "port", "prefix")
+    }
+    if any(hops.values()):
+        app.wsgi_app = ProxyFix(app.wsgi_app, **{f"x_{name}": n for name, n in hops.items()})
+
+    app.before_request(reject_large_bodies)
+    app.after_request(add_security_headers)
+
+    CORS(
+        app,
+        resources={API_PATHS: {"origins": config["CORS_ORIGINS"]}},
+        # The default "*" is sent as "*", not echoed per origin, so caches need not vary on it.
+        send_wildcard=True,
+        supports_credentials=False,
+        methods=["GET", "HEAD", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Accept"],
+        expose_headers=list(rate_limits.HEADER_NAMES),
+        max_age=600,
+    )
