@@ -16,14 +16,27 @@ from .config import Config
 
 MASK = "***"
 
-# One query parameter: its name and, when present, the value after "=".
-_PARAM = re.compile(r"(?P<sep>^|[?&;])(?P<name>[^=&;#\s]*)(?P<value>=[^&;#\s]*)?")
+# One query parameter: its name and, when present, the value after "=". A name stops at "?",
+# so that a URL starting with its path ("/api?token=...") still has its parameters found; a
+# value stops at a quote, which in a log line closes the quoted URL.
+_PARAM = re.compile(r"(?P<sep>^|[?&;])(?P<name>[^=&;#?\s]*)(?P<value>=[^&;#\s\"']*)?")
 
 # The credentials of an Authorization header quoted in a message.
 _CREDENTIALS = re.compile(r"(?i)\b(?P<scheme>bearer|basic)(?P<space>\s+)[^\s'\",;]+")
 
 # Atoms of gunicorn's log format that hold a URL, a query string or a credential.
-_URL_ATOMS = ("r", "q", "f", "{referer}i", "{query_string}e", "{raw_uri}e", "{request_uri}e")
+_URL_ATOMS = (
+    "r",
+    "U",
+    "q",
+    "f",
+    "{referer}i",
+    "{query_string}e",
+    "{raw_uri}e",
+    "{request_uri}e",
+    "{path_info}e",
+    "{http_referer}e",
+)
 _SECRET_ATOMS = ("u", "{authorization}i", "{http_authorization}e")
 
 
@@ -72,14 +85,18 @@ class TokenMaskingLogger(Logger):
 
     def setup(self, cfg):
         super().setup(cfg)
-        if not any(isinstance(f, SecretMaskingFilter) for f in self.error_log.filters):
-            self.error_log.addFilter(SecretMaskingFilter(Config().TOKEN_PREFIX))
+        prefix = Config().TOKEN_PREFIX
+        self.tokens_like = token_pattern(prefix)
+        # Whole lines too, whatever access log format a deployment picks.
+        for log in (self.error_log, self.access_log):
+            if not any(isinstance(f, SecretMaskingFilter) for f in log.filters):
+                log.addFilter(SecretMaskingFilter(prefix))
 
     def atoms(self, resp, req, environ, request_time):
         atoms = super().atoms(resp, req, environ, request_time)
         for key in _URL_ATOMS:
             if isinstance(atoms.get(key), str):
-                atoms[key] = mask_tokens(atoms[key])
+                atoms[key] = mask_secrets(atoms[key], self.tokens_like)
         for key in _SECRET_ATOMS:
             if atoms.get(key) not in (None, "-"):
                 atoms[key] = MASK

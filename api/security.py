@@ -49,9 +49,21 @@ def add_security_headers(response):
 
 
 def reject_large_bodies():
-    """Refuse an announced oversized body on every route, before anything reads it."""
+    """Refuse an oversized body on every route, whether it is announced or chunked."""
     limit = request.max_content_length
-    if limit is not None and (request.content_length or 0) > limit:
+    if limit is None:
+        return
+    if request.content_length is not None:
+        too_large = request.content_length > limit
+    elif "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        # Werkzeug stops reading a chunked body at the limit and hands on what it read, so a
+        # cut-off body would look whole. Read it now (the view gets it from the cache) and
+        # see whether anything is left.
+        request.get_data()
+        too_large = bool(request.input_stream.read(1))
+    else:
+        return
+    if too_large:
         abort(413, description=f"Request body too large; the limit is {limit} bytes")
 
 

@@ -89,8 +89,9 @@ class Server:
         raise RuntimeError(f"gunicorn did not become ready:\n{self.output()}")
 
     def output(self):
-        """Everything the server has written so far."""
-        self._log.flush()
+        """Everything the server has written so far, also after it stopped."""
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def kill(self):
