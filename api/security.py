@@ -7,6 +7,7 @@ import re
 
 from flask import abort, request
 from flask_cors import CORS
+from gunicorn.http.errors import ParseException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import auth, rate_limits
@@ -59,8 +60,13 @@ def reject_large_bodies():
         # Werkzeug stops reading a chunked body at the limit and hands on what it read, so a
         # cut-off body would look whole. Read it now (the view gets it from the cache) and
         # see whether anything is left.
-        request.get_data()
-        too_large = bool(request.input_stream.read(1))
+        try:
+            request.get_data()
+            too_large = bool(request.input_stream.read(1))
+        except (ParseException, OSError):
+            # gunicorn reads chunks only as the app asks for them, so bad chunk framing (or a
+            # client gone mid-body) surfaces here as its parse errors or an IOError.
+            abort(400, description="Malformed chunked request body")
     else:
         return
     if too_large:
