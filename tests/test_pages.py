@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from api import catalogue
+from api import catalogue, errors
 
 
 def test_index_explains_the_api_and_shows_the_count(client, hits):
@@ -24,8 +24,10 @@ def test_docs_document_every_kind_endpoint_status_and_both_token_ways(client):
         assert f"<code>{kind.type}</code>" in html
     for endpoint in ("/api", "/api/{kind}", "/api/teapot", "/healthz"):
         assert endpoint in html
-    for status in (200, 400, 401, 404, 405, 418, 500, 503):
+    for status in (200, *errors.ERROR_STATUSES):
         assert f"<td>{status}</td>" in html
+    assert "application/problem+json" in html
+    assert "Retry-After" in html
     assert "Authorization: Bearer" in html
     assert "token=" in html
     assert "token create" in html
