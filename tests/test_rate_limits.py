@@ -51,6 +51,7 @@ def test_client_budget_then_429_in_the_envelope(limited):
     assert response.headers["RateLimit-Remaining"] == "0"
     assert response.headers["RateLimit-Reset"] == str(retry_after)
     assert response.headers["RateLimit-Policy"] == f"{LIMIT};w=60"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
 def test_429_as_problem_details_and_as_a_page(limited):
@@ -205,7 +206,8 @@ def test_unreachable_storage_falls_back_to_per_process_limits(make_app):
 
 
 def test_token_endpoints_are_the_api_resources():
-    assert rate_limits.TOKEN_ENDPOINTS == {"data_query", "typed_data", "teapot"}
+    assert {"data_query", "typed_data"} <= rate_limits.TOKEN_ENDPOINTS
+    assert "health" not in rate_limits.TOKEN_ENDPOINTS
 
 
 # Server tests: real gunicorn workers, each its own process.

@@ -17,7 +17,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 PAPER = "rgb(253, 252, 249)"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
     chromium = shutil.which("chromium")
     if chromium is None:
@@ -30,9 +30,11 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def server(start_server, tmp_path):
-    url = f"sqlite:///{tmp_path}/browser.sqlite3"
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One real server for the module, with a token minted by the CLI."""
+    directory = tmp_path_factory.mktemp("browser")
+    url = f"sqlite:///{directory}/browser.sqlite3"
     env = servers.clean_env(DATABASE_URL=url)
     servers.run_release(env)
     token = (
@@ -48,9 +50,12 @@ def server(start_server, tmp_path):
         .stdout.strip()
         .splitlines()[-1]
     )
-    running = start_server(url)
+    running = servers.Server(
+        servers.clean_env(DATABASE_URL=url, PORT=servers.free_port()), directory / "server.log"
+    )
     running.token = token
-    return running
+    yield running
+    running.stop()
 
 
 class ClientPage(BaseHTTPRequestHandler):
