@@ -9,8 +9,9 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 
 # Threads let one process overlap the wait on a database commit with other requests, and
-# keep-alive connections open, which sync workers cannot do.
-worker_class = "gthread"
+# keep-alive connections open, which sync workers cannot do. This is gunicorn's gthread worker,
+# answering malformed HTTP in the API's error shape (api/gunicorn_worker.py).
+worker_class = "api.gunicorn_worker.EnvelopeErrorWorker"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 keepalive = 5
 
@@ -21,6 +22,17 @@ graceful_timeout = 20
 # Load the app once in the master, so that a broken app fails the boot instead of every
 # worker in a loop, and workers start fast.
 preload_app = True
+
+# HTTP that is too big is refused before the app sees it: a request line over 4 KiB (414), more
+# than 100 headers or one over 8 KiB (431). These are gunicorn's defaults, stated because the
+# tests and the README rely on them. Bodies are capped by the app (MAX_CONTENT_LENGTH).
+limit_request_line = 4094
+limit_request_fields = 100
+limit_request_field_size = 8190
+
+# Only ProxyFix (the PROXY_FIX_* settings) trusts X-Forwarded-* headers. gunicorn would
+# otherwise trust X-Forwarded-Proto from 127.0.0.1 and let a local client claim https.
+forwarded_allow_ips = ""
 
 # Logs go to stdout/stderr, where the platform collects them.
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")

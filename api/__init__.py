@@ -5,7 +5,7 @@ import os
 from flask import Flask
 from flask_migrate import Migrate
 
-from . import cli, counting, errors, openapi, pages, resources, storage
+from . import cli, counting, errors, openapi, pages, rate_limits, resources, security, storage
 from .config import Config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,11 +31,15 @@ def create_app(test_config=None):
 
     # Errors first, so that every later part's failures come out in one shape.
     errors.init_app(app)
+    # The proxies we trust, the body size cap, security headers on every response, and CORS.
+    security.init_app(app)
     # The database, and the migrations that `flask db upgrade` applies.
     storage.init_app(app)
     Migrate(app, storage.db, directory=os.path.join(ROOT, "migrations"))
     # Hit and error counting hooks, ahead of everything that answers a request.
     counting.init_app(app)
+    # Rate limits, checked after the hit is counted: a 429 is a counted error.
+    rate_limits.init_app(app)
     # The API's resources, then the pages beside them.
     resources.init_app(app)
     pages.init_app(app)

@@ -1,22 +1,43 @@
-"""gunicorn's access log with tokens masked, so that a query-string token never reaches a log.
+"""gunicorn's logs with tokens masked, so that no secret a client sends reaches a log.
 
-gunicorn writes the raw request line, query string and Referer. Any of them may carry
-``token=<secret>`` (percent-encoded names included, since the app decodes them too).
+gunicorn's access log writes the raw request line, query string and Referer, and decodes the
+user name of a Basic ``Authorization`` header. Any of them may carry a token (percent-encoded
+parameter names included, since the app decodes them too). Its error log quotes the request
+line or header line of malformed requests verbatim, so it is masked as well.
 """
 
+import logging
 import re
 from urllib.parse import unquote_plus
 
 from gunicorn.glogging import Logger
 
+from .config import Config
+
 MASK = "***"
 
-# One query parameter: its name and, when present, the value after "=".
-_PARAM = re.compile(r"(?P<sep>^|[?&;])(?P<name>[^=&;#\s]*)(?P<value>=[^&;#\s]*)?")
+# One query parameter: its name and, when present, the value after "=". A name stops at "?",
+# so that a URL starting with its path ("/api?token=...") still has its parameters found; a
+# value stops at a quote, which in a log line closes the quoted URL.
+_PARAM = re.compile(r"(?P<sep>^|[?&;])(?P<name>[^=&;#?\s]*)(?P<value>=[^&;#\s\"']*)?")
+
+# The credentials of an Authorization header quoted in a message.
+_CREDENTIALS = re.compile(r"(?i)\b(?P<scheme>bearer|basic)(?P<space>\s+)[^\s'\",;]+")
 
 # Atoms of gunicorn's log format that hold a URL, a query string or a credential.
-_URL_ATOMS = ("r", "q", "f", "{referer}i", "{query_string}e", "{raw_uri}e", "{request_uri}e")
-_SECRET_ATOMS = ("{authorization}i", "{http_authorization}e")
+_URL_ATOMS = (
+    "r",
+    "U",
+    "q",
+    "f",
+    "{referer}i",
+    "{query_string}e",
+    "{raw_uri}e",
+    "{request_uri}e",
+    "{path_info}e",
+    "{http_referer}e",
+)
+_SECRET_ATOMS = ("u", "{authorization}i", "{http_authorization}e")
 
 
 def mask_tokens(text):
@@ -32,15 +53,51 @@ def mask_tokens(text):
     return _PARAM.sub(replace, text)
 
 
+def token_pattern(prefix):
+    """Anything shaped like one of this server's tokens, wherever it appears in a line."""
+    return re.compile(re.escape(prefix) + r"[A-Za-z0-9_-]{8,}")
+
+
+def mask_secrets(text, tokens_like):
+    """Mask token parameters, Authorization credentials and token-shaped strings in a line."""
+    text = mask_tokens(text)
+    text = _CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{m.group('space')}{MASK}", text)
+    return tokens_like.sub(MASK, text)
+
+
+class SecretMaskingFilter(logging.Filter):
+    """Rewrites each record's message with every secret in it masked."""
+
+    def __init__(self, prefix):
+        super().__init__()
+        self.tokens_like = token_pattern(prefix)
+
+    def filter(self, record):
+        message = record.getMessage()
+        masked = mask_secrets(message, self.tokens_like)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
 class TokenMaskingLogger(Logger):
     """gunicorn's logger with every place a token could appear masked."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        prefix = Config().TOKEN_PREFIX
+        self.tokens_like = token_pattern(prefix)
+        # Whole lines too, whatever access log format a deployment picks.
+        for log in (self.error_log, self.access_log):
+            if not any(isinstance(f, SecretMaskingFilter) for f in log.filters):
+                log.addFilter(SecretMaskingFilter(prefix))
 
     def atoms(self, resp, req, environ, request_time):
         atoms = super().atoms(resp, req, environ, request_time)
         for key in _URL_ATOMS:
             if isinstance(atoms.get(key), str):
-                atoms[key] = mask_tokens(atoms[key])
+                atoms[key] = mask_secrets(atoms[key], self.tokens_like)
         for key in _SECRET_ATOMS:
-            if key in atoms:
+            if atoms.get(key) not in (None, "-"):
                 atoms[key] = MASK
         return atoms

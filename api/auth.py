@@ -5,9 +5,10 @@ SHA-256 hash is ever stored, so a token is verified by hashing it and looking th
 by index, which takes the same time whatever the secret is.
 """
 
-from flask import abort, current_app, request
+from flask import abort, current_app, g, request
 from flask_httpauth import HTTPTokenAuth
 from werkzeug.datastructures import Authorization
+from werkzeug.exceptions import HTTPException
 
 from . import errors, storage, tokens
 
@@ -55,15 +56,55 @@ auth = HeaderOrQueryTokenAuth(scheme="Bearer", realm="api")
 
 @auth.verify_token
 def verify_token(token):
-    """The single check: a token is valid when the hash of it names a live token."""
-    name = storage.find_token(tokens.hash_token(token))
+    """The single check: a token is valid when the hash of it names a live token.
+
+    The answer is kept for the rest of the request, so that the rate limiter, which asks
+    before the view runs, and the view itself share one database lookup.
+    """
+    token_hash = tokens.hash_token(token)
+    checked = g.get("checked_token")
+    if checked is not None and checked[0] == token_hash:
+        return checked[1]
+    name = storage.find_token(token_hash)
     if name is None:
         current_app.logger.warning(
             "rejected token %s from %s",
             tokens.loggable(token, current_app.config["TOKEN_PREFIX"]),
             request.remote_addr,
         )
+    g.checked_token = (token_hash, name)
     return name
+
+
+def presented_token():
+    """The token this request carries, or None when it carries none or is malformed."""
+    try:
+        credentials = auth.get_auth()
+    except HTTPException:
+        # The view answers the malformed request with its 400; here it simply has no token.
+        return None
+    return credentials.token if credentials is not None else None
+
+
+def token_holder():
+    """The name of the valid token this request carries, or None."""
+    token = presented_token()
+    return verify_token(token) if token else None
+
+
+def token_rejected():
+    """Whether this request presented a token that matched no live token."""
+    checked = g.get("checked_token")
+    return checked is not None and checked[1] is None
+
+
+def credentials_presented():
+    """Whether the request carries a token in either place, valid or not."""
+    environ = request.environ
+    # The raw environ first: most requests have neither, and this runs on every response.
+    if "HTTP_AUTHORIZATION" in environ:
+        return True
+    return bool(environ.get("QUERY_STRING")) and "token" in request.args
 
 
 @auth.error_handler

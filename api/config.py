@@ -21,6 +21,12 @@ def env_flag(name, default):
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def env_list(name, default):
+    """Read a comma-separated list, dropping blanks; unset or blank gives the default."""
+    items = [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+    return items or default
+
+
 class Config:
     """Defaults overridden by the environment; see the configuration table in the README."""
 
@@ -46,3 +52,30 @@ class Config:
         self.TOKEN_PREFIX = os.environ.get("TOKEN_PREFIX", "rapi_")
         self.ALLOW_QUERY_TOKEN = env_flag("ALLOW_QUERY_TOKEN", True)
         self.LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
+
+        # Request bodies: the API takes a few bytes of form or JSON; anything bigger is a 413.
+        self.MAX_CONTENT_LENGTH = int(os.environ.get("MAX_CONTENT_LENGTH", str(64 * 1024)))
+
+        # Rate limits, in Flask-Limiter's notation ("120 per minute; 2000 per hour").
+        self.RATELIMIT_ENABLED = env_flag("RATELIMIT_ENABLED", True)
+        self.RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
+        self.RATELIMIT_KEY_PREFIX = os.environ.get("RATELIMIT_KEY_PREFIX", "")
+        self.RATELIMIT_STRATEGY = os.environ.get("RATELIMIT_STRATEGY", "fixed-window")
+        self.RATELIMIT_PER_CLIENT = os.environ.get("RATELIMIT_PER_CLIENT", "120 per minute")
+        self.RATELIMIT_PER_TOKEN = os.environ.get("RATELIMIT_PER_TOKEN", "1200 per minute")
+        self.RATELIMIT_FAILED_TOKENS = os.environ.get(
+            "RATELIMIT_FAILED_TOKENS", "10 per minute; 100 per day"
+        )
+        self.RATELIMIT_HEADERS_ALWAYS = env_flag("RATELIMIT_HEADERS_ALWAYS", True)
+
+        # How many proxies in front of the app set each X-Forwarded-* header. 0 trusts none, so
+        # a client cannot choose its own address; Heroku's router is 1 for for/proto/port.
+        self.PROXY_FIX_X_FOR = int(os.environ.get("PROXY_FIX_X_FOR", "0"))
+        self.PROXY_FIX_X_PROTO = int(os.environ.get("PROXY_FIX_X_PROTO", "0"))
+        self.PROXY_FIX_X_HOST = int(os.environ.get("PROXY_FIX_X_HOST", "0"))
+        self.PROXY_FIX_X_PORT = int(os.environ.get("PROXY_FIX_X_PORT", "0"))
+        self.PROXY_FIX_X_PREFIX = int(os.environ.get("PROXY_FIX_X_PREFIX", "0"))
+
+        # Browser origins allowed to call /api/*; "*" lets any page read public data. Tokens
+        # travel in a header, never a cookie, so credentials are never allowed.
+        self.CORS_ORIGINS = env_list("CORS_ORIGINS", ["*"])

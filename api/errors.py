@@ -1,29 +1,40 @@
 """The one place that decides what an error looks like, whichever path produced it.
 
 Flask-RESTful replaces the app's exception handlers for its own routes, Flask-HTTPAuth has an
-error callback of its own, and Werkzeug routing raises before any view runs. All of them end
-in :func:`error_response`, so a client sees one shape for every error.
+error callback of its own, Werkzeug routing and Flask-Limiter raise before any view runs, and
+gunicorn rejects malformed HTTP before the app sees a request. All of them end in
+:func:`error_document`, so a client sees one shape for every error.
 """
 
 import sys
 
 import sqlalchemy as sa
-from flask import current_app, jsonify, render_template, request
+from flask import current_app, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
-# Short messages for the envelope when the code that failed gave none of its own.
+# Every status the service answers with an error, and the short message the envelope carries
+# when the code that failed gave none of its own. Docs and the OpenAPI spec enumerate errors
+# from here; 414 and 431 come from gunicorn, before a request reaches the app.
 STANDARD_MESSAGES = {
     400: "Bad request",
     401: "Not authenticated",
     404: "Not found",
     405: "Method not allowed",
     413: "Request body too large",
+    414: "Request line too long",
     418: "I'm a teapot",
     429: "Too many requests",
+    431: "Request header fields too large",
     500: "Internal server error",
     503: "Service unavailable",
 }
+ERROR_STATUSES = tuple(sorted(STANDARD_MESSAGES))
+
+# The three shapes an error can take, and the media types of the two JSON ones.
+ENVELOPE, PROBLEM, PAGE = "envelope", "problem", "page"
+ENVELOPE_MIMETYPE = "application/json"
+PROBLEM_MIMETYPE = "application/problem+json"
 
 # Seconds a client should wait before retrying while the database is away.
 RETRY_AFTER_SECONDS = 5
@@ -37,12 +48,41 @@ def wants_json():
     return any(path == p or path.startswith(p + "/") for p in JSON_PATHS)
 
 
+def error_shape():
+    """Problem details for clients that name them in Accept, else the envelope or the page.
+
+    Only an explicit ``application/problem+json`` counts: browsers accept ``*/*`` and keep
+    the HTML page, and API clients that send no Accept keep the tutorial's envelope.
+    """
+    for mimetype, quality in request.accept_mimetypes:
+        if quality > 0 and mimetype.lower() == PROBLEM_MIMETYPE:
+            return PROBLEM
+    return ENVELOPE if wants_json() else PAGE
+
+
+def standard_message(status):
+    """The short message for a status when the failing code gave none."""
+    return STANDARD_MESSAGES.get(status) or HTTP_STATUS_CODES.get(status, "Error")
+
+
+def error_document(status, message, shape=ENVELOPE):
+    """The JSON body of an error: the tutorial's envelope, or RFC 9457 problem details."""
+    if shape == PROBLEM:
+        # "about:blank" says the status alone explains the problem, so the title is its name.
+        return {
+            "type": "about:blank",
+            "title": HTTP_STATUS_CODES.get(status, "Error"),
+            "status": status,
+            "detail": message,
+        }
+    return {"type": "Error", "content": message}
+
+
 def error_response(status, message=None, headers=(), description=None):
-    """Render an error as the envelope for the API or as error.html for pages."""
-    message = message or STANDARD_MESSAGES.get(status) or HTTP_STATUS_CODES.get(status, "Error")
-    if wants_json():
-        response = jsonify(type="Error", content=message)
-    else:
+    """Render an error as the envelope, as problem details, or as error.html for pages."""
+    message = message or standard_message(status)
+    shape = error_shape()
+    if shape == PAGE:
         page = render_template(
             "error.html",
             status=status,
@@ -50,7 +90,12 @@ def error_response(status, message=None, headers=(), description=None):
             message=description or message,
         )
         response = current_app.response_class(page, mimetype="text/html")
+    else:
+        response = current_app.json.response(error_document(status, message, shape))
+        response.mimetype = PROBLEM_MIMETYPE if shape == PROBLEM else ENVELOPE_MIMETYPE
     response.status_code = status
+    # The same URL answers errors in a shape chosen by Accept, so caches must key on it.
+    response.vary.add("Accept")
     for name, value in headers:
         response.headers[name] = value
     return response

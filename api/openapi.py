@@ -12,9 +12,10 @@ import re
 from apispec import APISpec
 from flask import current_app
 from flask.views import MethodView
+from werkzeug.http import HTTP_STATUS_CODES
 
 from . import catalogue
-from .errors import RETRY_AFTER_SECONDS, STANDARD_MESSAGES
+from .errors import PROBLEM_MIMETYPE, RETRY_AFTER_SECONDS, STANDARD_MESSAGES
 
 TITLE = "REST API"
 VERSION = "1.0.0"
@@ -33,14 +34,27 @@ ERROR_STATUSES = {
     401: "The data is private and the request has no valid token.",
     404: "No such data kind, or no such path.",
     405: "The path exists but does not take this method; Allow lists the methods it takes.",
+    413: "The request body is over the size limit (MAX_CONTENT_LENGTH, 64 KiB by default).",
+    414: "The request line is over the server's 4 KiB limit; gunicorn answers before the app.",
     418: "The teapot refuses to brew coffee.",
+    429: "Too many requests from this address or token, or too many wrong tokens from this "
+    "address; retry after Retry-After seconds.",
+    431: "A header is over 8 KiB, or there are more than 100; gunicorn answers before the app.",
     500: "A fault on the server's side. It is logged there; the answer never holds a traceback.",
     503: "The database cannot be reached right now; retry after Retry-After seconds.",
 }
 
+# Every status errors.py can answer with has a description here, and no other.
+if set(ERROR_STATUSES) != set(STANDARD_MESSAGES):
+    raise RuntimeError("openapi.ERROR_STATUSES and errors.STANDARD_MESSAGES list other statuses")
+
 # Statuses any counted request can meet, whatever the operation: a fault, or the database
 # being away when the request is counted.
 EVERY_OPERATION = (500, 503)
+
+# Met by every operation that rate limits apply to, and by every operation with a body.
+RATE_LIMITED = 429
+BODY_TOO_LARGE = 413
 
 # Headers that come with an error status, whichever operation answers it.
 ERROR_HEADERS = {
@@ -67,6 +81,24 @@ ERROR_HEADERS = {
             "schema": {"type": "integer", "minimum": 0},
             "example": RETRY_AFTER_SECONDS,
         }
+    },
+}
+ERROR_HEADERS[429] = {
+    "Retry-After": {**ERROR_HEADERS[503]["Retry-After"], "example": 30},
+    "RateLimit-Limit": {
+        "description": "Requests allowed in the current window.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "RateLimit-Remaining": {
+        "description": "Requests left in the current window.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "RateLimit-Reset": {
+        "description": "Seconds until the window resets.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
     },
 }
 
@@ -215,7 +247,18 @@ def envelope_schema(type_, content, description=None):
     return schema
 
 
-def _register_components(spec, token_schemes):
+def shared_error_messages(config):
+    """The messages the app's own limits answer with, for the shared 413 and 429 responses."""
+    # Imported here: both read the route table, whose resources import this module.
+    from . import rate_limits, security
+
+    return {
+        413: [security.body_too_large(config["MAX_CONTENT_LENGTH"])],
+        429: [rate_limits.TOO_MANY_REQUESTS, rate_limits.TOO_MANY_FAILED_TOKENS],
+    }
+
+
+def _register_components(spec, token_schemes, messages):
     """Schemas, shared error responses and the token schemes every operation refers to."""
     components = spec.components
     components.schema(
@@ -267,8 +310,23 @@ def _register_components(spec, token_schemes):
             "additionalProperties": False,
         },
     )
+    components.schema(
+        "Problem",
+        {
+            "type": "object",
+            "description": "RFC 9457 problem details, sent to clients that accept "
+            "application/problem+json.",
+            "properties": {
+                "type": {"type": "string"},
+                "title": {"type": "string"},
+                "status": {"type": "integer"},
+                "detail": {"type": "string"},
+            },
+            "required": ["type", "title", "status", "detail"],
+        },
+    )
     for status in ERROR_STATUSES:
-        components.response(f"Error{status}", error_response(status, []))
+        components.response(f"Error{status}", error_response(status, messages.get(status, [])))
     components.security_scheme(
         BEARER_SCHEME,
         {
@@ -310,6 +368,16 @@ def error_response(status, messages):
             for message in messages
         },
     )
+    # The same error as RFC 9457 problem details, for clients that ask for them.
+    response["content"][PROBLEM_MIMETYPE] = {
+        "schema": {"$ref": "#/components/schemas/Problem"},
+        "example": {
+            "type": "about:blank",
+            "title": HTTP_STATUS_CODES[status],
+            "status": status,
+            "detail": messages[0],
+        },
+    }
     if status in ERROR_HEADERS:
         response["headers"] = dict(ERROR_HEADERS[status])
     return response
@@ -328,7 +396,7 @@ def openapi_path(rule):
     return _RULE_ARGUMENT.sub(r"{\1}", rule)
 
 
-def _operation(view_class, method, endpoint, token_schemes, allow_query_token):
+def _operation(view_class, method, path, endpoint, token_schemes, allow_query_token):
     """The spec of one method of one resource, with the shared parts filled in."""
     function = getattr(view_class, method)
     declared = getattr(function, "openapi", None)
@@ -344,7 +412,15 @@ def _operation(view_class, method, endpoint, token_schemes, allow_query_token):
     responses = dict(declared["responses"])
     for status in sorted(messages):
         responses[status] = error_response(status, messages[status])
-    for status in EVERY_OPERATION:
+    # Imported here: rate_limits reads the route table, whose resources import this module.
+    from .rate_limits import UNLIMITED_PATHS
+
+    shared = list(EVERY_OPERATION)
+    if path not in UNLIMITED_PATHS:
+        shared.append(RATE_LIMITED)
+    if declared["body"]:
+        shared.append(BODY_TOO_LARGE)
+    for status in shared:
         responses.setdefault(status, f"Error{status}")
     spec = {
         "operationId": f"{method}_{endpoint}",
@@ -372,7 +448,7 @@ def build(app):
         openapi_version="3.1.0",
         info={"description": DESCRIPTION},
     )
-    _register_components(spec, token_schemes)
+    _register_components(spec, token_schemes, shared_error_messages(app.config))
     for rule in app.url_map.iter_rules():
         view_class = getattr(app.view_functions[rule.endpoint], "view_class", None)
         if view_class is None or not issubclass(view_class, MethodView):
@@ -382,7 +458,7 @@ def build(app):
             path=openapi_path(rule.rule),
             operations={
                 method: _operation(
-                    view_class, method, rule.endpoint, token_schemes, allow_query_token
+                    view_class, method, rule.rule, rule.endpoint, token_schemes, allow_query_token
                 )
                 for method in methods
             },

@@ -35,9 +35,18 @@ def free_port():
 
 
 def clean_env(**overrides):
-    """The test process's environment without the app's settings, plus the given ones."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "GUNICORN_"))}
+    """The test process's environment without the app's settings, plus the given ones.
+
+    Rate limiting is off unless a test turns it on: load tests send thousands of requests
+    from one address on purpose.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_", "GUNICORN_", "RATELIMIT_", "PROXY_FIX_"))
+    }
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["RATELIMIT_ENABLED"] = "false"
     env.update({k: str(v) for k, v in overrides.items()})
     return env
 
@@ -162,8 +171,9 @@ class Server:
         return pids
 
     def output(self):
-        """Everything the server has written so far."""
-        self._log.flush()
+        """Everything the server has written so far, also after it stopped."""
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def kill(self):

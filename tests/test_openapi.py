@@ -317,3 +317,44 @@ def test_the_app_conforms_without_a_token(case, app):
 @EXAMPLES
 def test_the_app_conforms_with_a_valid_token(case, app, auth_headers):
     case.call_and_validate(app=app, headers=auth_headers)
+
+
+def component_examples(spec, status):
+    """The messages written out in one shared error response of the spec."""
+    examples = spec["components"]["responses"][f"Error{status}"]["content"]["application/json"]
+    return {example["value"]["content"] for example in examples["examples"].values()}
+
+
+def test_shared_limit_errors_are_what_the_app_answers(make_app):
+    app = make_app(
+        RATELIMIT_ENABLED=True,
+        RATELIMIT_STORAGE_URI="memory://",
+        RATELIMIT_PER_CLIENT="1/minute",
+        RATELIMIT_FAILED_TOKENS="1/minute",
+        MAX_CONTENT_LENGTH=1024,
+    )
+    spec = app.extensions["openapi"]
+    client = app.test_client()
+
+    too_large = client.post("/api", data={"data": "x" * 2048})
+    assert too_large.status_code == 413
+    assert too_large.get_json()["content"] in component_examples(spec, 413)
+
+    client.get("/api/pizza")
+    limited = client.get("/api/pizza")
+    assert limited.status_code == 429
+    assert limited.get_json()["content"] in component_examples(spec, 429)
+    for header in spec["components"]["responses"]["Error429"]["headers"]:
+        assert header in limited.headers
+
+
+def test_problem_details_are_documented_for_every_error(app):
+    spec = app.extensions["openapi"]
+    for status, response in spec["components"]["responses"].items():
+        if status.startswith("Error"):
+            problem = response["content"]["application/problem+json"]
+            assert problem["example"]["status"] == int(status[len("Error") :])
+    client = app.test_client()
+    answer = client.get("/api/nothing", headers={"Accept": "application/problem+json"})
+    assert answer.mimetype == "application/problem+json"
+    assert set(answer.get_json()) >= set(spec["components"]["schemas"]["Problem"]["required"])

@@ -38,7 +38,11 @@ def data_from_body():
         return request.form["data"]
     if not request.is_json:
         return None
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        # silent=True swallows ValueError only; "[[[[..." a few thousand deep raises this.
+        abort(400, description="JSON body is nested too deeply")
     if body is None:
         if request.get_data():
             abort(400, description=INVALID_JSON)

@@ -1,0 +1,106 @@
+"""Hardening every response shares: the proxy we trust, body size, security headers and CORS.
+
+Header values are built once here, so each response pays for one list extend and two checks.
+"""
+
+import re
+
+from flask import abort, request
+from flask_cors import CORS
+from gunicorn.http.errors import ParseException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import auth, rate_limits
+
+# On every response, whatever its type.
+ALWAYS = (
+    ("X-Content-Type-Options", "nosniff"),
+    # Query-string tokens must not travel to other sites in a Referer.
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+)
+
+# HTML pages load only their own stylesheet; no inline script or style, no frames, no plugins.
+# data: images cover the empty favicon in base.html, which saves a request for /favicon.ico.
+PAGE_CSP = (
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+# Everything else is data, and must not run or load anything if a browser renders it.
+DATA_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+# One year; browsers then refuse plain http for this host.
+HSTS = "max-age=31536000; includeSubDomains"
+
+# The complete lists, built once, so that a response pays for one extend().
+PAGE_HEADERS = (*ALWAYS, ("Content-Security-Policy", PAGE_CSP))
+DATA_HEADERS = (*ALWAYS, ("Content-Security-Policy", DATA_CSP))
+
+API_PATHS = re.compile(r"/api(/|$)")
+
+
+def add_security_headers(response):
+    """Headers for every response, the page CSP for HTML, no-store when a token came."""
+    headers = response.headers
+    headers.extend(PAGE_HEADERS if response.mimetype == "text/html" else DATA_HEADERS)
+    if request.is_secure:
+        headers["Strict-Transport-Security"] = HSTS
+    if auth.credentials_presented():
+        # Neither the browser nor any cache in between may keep what a token unlocked.
+        headers["Cache-Control"] = "no-store"
+    return response
+
+
+def reject_large_bodies():
+    """Refuse an oversized body on every route, whether it is announced or chunked."""
+    limit = request.max_content_length
+    if limit is None:
+        return
+    if request.content_length is not None:
+        too_large = request.content_length > limit
+    elif "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        # Werkzeug stops reading a chunked body at the limit and hands on what it read, so a
+        # cut-off body would look whole. Read it now (the view gets it from the cache) and
+        # see whether anything is left.
+        try:
+            request.get_data()
+            too_large = bool(request.input_stream.read(1))
+        except (ParseException, OSError):
+            # gunicorn reads chunks only as the app asks for them, so bad chunk framing (or a
+            # client gone mid-body) surfaces here as its parse errors or an IOError.
+            abort(400, description="Malformed chunked request body")
+    else:
+        return
+    if too_large:
+        abort(413, description=body_too_large(limit))
+
+
+def body_too_large(limit):
+    """The 413 message, naming the limit so that a client knows how much to cut."""
+    return f"Request body too large; the limit is {limit} bytes"
+
+
+def init_app(app):
+    """Trust the configured proxies, cap bodies, add the headers and allow CORS on the API."""
+    config = app.config
+    hops = {
+        name: config[f"PROXY_FIX_X_{name.upper()}"]
+        for name in ("for", "proto", "host", "port", "prefix")
+    }
+    if any(hops.values()):
+        app.wsgi_app = ProxyFix(app.wsgi_app, **{f"x_{name}": n for name, n in hops.items()})
+
+    app.before_request(reject_large_bodies)
+    app.after_request(add_security_headers)
+
+    CORS(
+        app,
+        resources={API_PATHS: {"origins": config["CORS_ORIGINS"]}},
+        # The default "*" is sent as "*", not echoed per origin, so caches need not vary on it.
+        send_wildcard=True,
+        supports_credentials=False,
+        methods=["GET", "HEAD", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Accept"],
+        expose_headers=list(rate_limits.HEADER_NAMES),
+        max_age=600,
+    )

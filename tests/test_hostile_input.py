@@ -1,0 +1,441 @@
+"""Hostile input: every malformed, oversized or malicious request gets a 4xx in the error shape.
+
+Nothing may produce a 500, and the counts stay exact: each request the app sees is one hit, and
+one error when it fails, and no other stored value changes.
+"""
+
+import json
+import socket
+import sqlite3
+from contextlib import closing
+from urllib.parse import quote
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from api import catalogue
+
+from . import servers
+
+
+def read_database(path):
+    """Every counter's total, its hourly history's total, and the token rows."""
+    with closing(sqlite3.connect(path)) as db:
+        counters = dict(db.execute("SELECT name, SUM(value) FROM counters GROUP BY name"))
+        history = dict(db.execute("SELECT name, SUM(value) FROM counter_hours GROUP BY name"))
+        tokens = db.execute("SELECT * FROM tokens ORDER BY id").fetchall()
+    return counters, history, tokens
+
+
+@pytest.fixture
+def snapshot(database_path):
+    return lambda: read_database(database_path)
+
+
+def plus(counts, hits, errors):
+    """counts with hits and errors added, every other value left as it was."""
+    changed = dict(counts)
+    changed["hits"] = changed.get("hits", 0) + hits
+    if errors:
+        changed["errors"] = changed.get("errors", 0) + errors
+    return changed
+
+
+def assert_counted_once(before, after, status):
+    """One more hit, one more error if it failed, and nothing else changed."""
+    error = 1 if status >= 400 else 0
+    assert after[0] == plus(before[0], 1, error)
+    assert after[1] == plus(before[1], 1, error)
+    assert after[2] == before[2]
+
+
+def assert_error_envelope(response):
+    assert 400 <= response.status_code < 500, response.get_data(as_text=True)[:200]
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert set(body) == {"type", "content"}
+    assert body["type"] == "Error"
+    assert isinstance(body["content"], str) and body["content"]
+
+
+@pytest.fixture
+def client(make_app):
+    """Limits off: these tests send many requests from one address on purpose."""
+    return make_app(RATELIMIT_ENABLED=False).test_client()
+
+
+HOSTILE_VALUES = {
+    "empty": "",
+    "space": " ",
+    "whitespace": " \t\r\n",
+    "padded": " pizza ",
+    "3000 chars": "a" * 3000,
+    "nul": "\x00",
+    "nul inside": "piz\x00za",
+    "terminal escape": "\x1b[31mhits",
+    "path traversal": "../../etc/passwd",
+    "windows traversal": "..\\..\\windows\\win.ini",
+    "encoded traversal": "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "sql": "' OR '1'='1",
+    "sql drop": "hits'; DROP TABLE counters; --",
+    "sql union": "1 UNION SELECT token_hash FROM tokens",
+    "html": "<script>alert(1)</script>",
+    "html attribute": '"><img src=x onerror=alert(1)>',
+    "template": "{{ config }}",
+    "wrong case": "PIZZA",
+    "title case": "Hits",
+    "wrong case private": "ERRORS",
+    "cyrillic i": "p\u0456zza",
+    "fullwidth": "\uff50\uff49\uff5a\uff5a\uff41",
+    "zero width": "hits\u200b",
+    "combining accent": "pizza\u0301",
+    "arabic-indic one": "\u0661",
+    "planck h": "\u210eits",
+    "right-to-left override": "\u202epizza",
+    "percent garbage": "%zz%",
+    "replacement character": "\ufffd",
+    "emoji": "\U0001f355",
+}
+
+
+@pytest.mark.parametrize("value", HOSTILE_VALUES.values(), ids=HOSTILE_VALUES.keys())
+@pytest.mark.parametrize("where", ["query", "path", "form", "json"])
+def test_hostile_data_and_kind_values(client, snapshot, value, where):
+    before = snapshot()
+    if where == "query":
+        response = client.get("/api", query_string={"data": value})
+    elif where == "path":
+        response = client.get("/api/" + quote(value, safe=""))
+    elif where == "form":
+        response = client.post("/api", data={"data": value})
+    else:
+        response = client.post("/api", json={"data": value})
+    assert_error_envelope(response)
+    assert_counted_once(before, snapshot(), response.status_code)
+
+
+# Invalid UTF-8 and percent-encoded garbage, exactly as they travel on the wire.
+RAW_URLS = [
+    "/api?data=%FF%FE",
+    "/api?data=%C0%AF",
+    "/api?data=%E2%82",
+    "/api?data=%",
+    "/api?data=%zz",
+    "/api?data=%00",
+    "/api?data=pizza%00",
+    "/api?data=%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "/api?data=%FF&data=hits",
+    "/api/%FF%FE",
+    "/api/%C0%AF",
+    "/api/%E2%82",
+    "/api/%00",
+    "/api/pizza%00",
+    "/api/%25zz",
+    "/api/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "/api/..%2f..%2fetc%2fpasswd",
+    "/api/../../etc/passwd",
+    "/api/pizza/../../errors",
+]
+
+
+@pytest.mark.parametrize("url", RAW_URLS)
+def test_invalid_utf8_and_percent_garbage(client, snapshot, url):
+    before = snapshot()
+    response = client.get(url)
+    assert_error_envelope(response)
+    assert_counted_once(before, snapshot(), response.status_code)
+
+
+BODIES = {
+    "nested arrays": ("[" * 20_000 + "]" * 20_000, "application/json"),
+    "nested objects": ('{"data": ' * 5_000 + '"pizza"' + "}" * 5_000, "application/json"),
+    "array": ('["pizza"]', "application/json"),
+    "array of objects": ('[{"data": "pizza"}]', "application/json"),
+    "object as data": ('{"data": {"data": "pizza"}}', "application/json"),
+    "array as data": ('{"data": ["pizza"]}', "application/json"),
+    "number as data": ('{"data": 1}', "application/json"),
+    "NaN as data": ('{"data": NaN}', "application/json"),
+    "huge number": ('{"data": ' + "9" * 5_000 + "}", "application/json"),
+    "string": ('"pizza"', "application/json"),
+    "null": ("null", "application/json"),
+    "true": ("true", "application/json"),
+    "empty": ("", "application/json"),
+    "invalid": ("{data: pizza}", "application/json"),
+    "truncated": ('{"data": "piz', "application/json"),
+    "invalid utf-8": (b'{"data": "\xff\xfe"}', "application/json"),
+    "json as plain text": ('{"data": "pizza"}', "text/plain"),
+    "xml": ("<data>pizza</data>", "application/xml"),
+    "multipart without boundary": (b"data=pizza", "multipart/form-data"),
+    "multipart garbage": (b"--x\r\nnot a part at all", "multipart/form-data; boundary=x"),
+    "form with invalid utf-8": (b"data=%FF%FE", "application/x-www-form-urlencoded"),
+    "form garbage": (b"\x00\xff=&&==;%", "application/x-www-form-urlencoded"),
+    "binary": (bytes(range(256)) * 4, "application/octet-stream"),
+    "over the limit": ('{"data": "' + "p" * 70_000 + '"}', "application/json"),
+    "over the limit form": ("data=" + "p" * 70_000, "application/x-www-form-urlencoded"),
+}
+
+
+@pytest.mark.parametrize(("body", "content_type"), BODIES.values(), ids=BODIES.keys())
+def test_hostile_bodies(client, snapshot, body, content_type):
+    before = snapshot()
+    response = client.post("/api", data=body, content_type=content_type)
+    assert_error_envelope(response)
+    assert_counted_once(before, snapshot(), response.status_code)
+
+
+EIGHT_KB = "x" * 8 * 1024
+
+HEADERS = {
+    "8 KB bearer token": ("/api/errors", {"Authorization": "Bearer " + EIGHT_KB}),
+    "8 KB bearer token on public data": ("/api/nothing", {"Authorization": "Bearer " + EIGHT_KB}),
+    "8 KB custom header": ("/api/nothing", {"X-Padding": EIGHT_KB}),
+    "8 KB cookie": ("/api/nothing", {"Cookie": "a=" + EIGHT_KB}),
+    "8 KB accept": ("/api/nothing", {"Accept": "text/" + EIGHT_KB}),
+    "8 KB user agent": ("/api/nothing", {"User-Agent": EIGHT_KB}),
+    "100 headers": ("/api/nothing", {f"X-H{i}": "v" for i in range(100)}),
+    "empty authorization": ("/api/pizza", {"Authorization": ""}),
+    "scheme only": ("/api/pizza", {"Authorization": "Bearer"}),
+    "three words": ("/api/pizza", {"Authorization": "Bearer a b"}),
+    "basic": ("/api/pizza", {"Authorization": "Basic dXNlcjpwYXNz"}),
+    "other scheme": ("/api/pizza", {"Authorization": "Negotiate abc"}),
+    "commas": ("/api/pizza", {"Authorization": ",,,"}),
+    "latin-1 token": ("/api/errors", {"Authorization": "Bearer \u00e9\u00e8\u00ea"}),
+    "lowercase scheme wrong token": ("/api/errors", {"Authorization": "bearer rapi_nope"}),
+    "unparseable quality": ("/api/nothing", {"Accept": "application/problem+json;q=abc"}),
+    "accept punctuation": ("/api/nothing", {"Accept": ";;;,,,"}),
+    "negative quality": ("/api/nothing", {"Accept": "*/*;q=-1"}),
+    "garbage content length": ("/api/nothing", {"Content-Length": "abc"}),
+    "garbage forwarded for": ("/api/nothing", {"X-Forwarded-For": "not an address, \x00"}),
+}
+
+
+@pytest.mark.parametrize(("path", "headers"), HEADERS.values(), ids=HEADERS.keys())
+def test_hostile_headers(client, snapshot, path, headers):
+    before = snapshot()
+    response = client.get(path, headers=headers)
+    assert_error_envelope(response)
+    assert_counted_once(before, snapshot(), response.status_code)
+
+
+def test_counts_are_exact_after_the_barrage(client, snapshot):
+    before = snapshot()[0]
+    sent = 0
+    for value in HOSTILE_VALUES.values():
+        client.get("/api", query_string={"data": value})
+        sent += 1
+    for body, content_type in BODIES.values():
+        client.post("/api", data=body, content_type=content_type)
+        sent += 1
+    reported = client.get("/api?data=hits").get_json()["content"]
+    assert reported == before.get("hits", 0) + sent + 1
+    assert snapshot()[0]["errors"] == before.get("errors", 0) + sent
+
+
+# Property tests: no value whatever produces a 5xx or touches any other stored value.
+
+FEW = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+
+
+def merged_slashes(response):
+    """Werkzeug answers a path with repeated slashes by redirecting to the merged one."""
+    location = response.headers.get("Location", "")
+    return response.status_code == 308 and "//" not in location.split("://", 1)[-1]
+
+
+def check_answer(response, value, before, after, typed_path=False):
+    kind = catalogue.KINDS.get(value)
+    if typed_path and value == "teapot":
+        assert response.status_code == 418
+    elif typed_path and "/" in value and merged_slashes(response):
+        pass
+    elif kind is None:
+        assert_error_envelope(response)
+    else:
+        assert response.status_code == (401 if kind.private else 200)
+    assert_counted_once(before, after, response.status_code)
+
+
+@FEW
+@given(value=st.text(max_size=300))
+def test_any_data_value(client, snapshot, value):
+    for send in (
+        lambda: client.get("/api", query_string={"data": value}),
+        lambda: client.post("/api", data={"data": value}),
+        lambda: client.post("/api", json={"data": value}),
+    ):
+        before = snapshot()
+        response = send()
+        check_answer(response, value, before, snapshot())
+
+
+@FEW
+@given(value=st.one_of(st.sampled_from(sorted(catalogue.KINDS)), st.text(max_size=300)))
+def test_any_typed_path(client, snapshot, value):
+    before = snapshot()
+    response = client.get("/api/" + quote(value, safe=""))
+    check_answer(response, value, before, snapshot(), typed_path=True)
+
+
+@FEW
+@given(raw=st.binary(max_size=200))
+def test_any_bytes_in_the_query_and_path(client, snapshot, raw):
+    encoded = "".join(f"%{byte:02X}" for byte in raw)
+    # What the app sees: the bytes decoded as UTF-8, invalid sequences replaced.
+    value = raw.decode("utf-8", "replace")
+    for url, typed_path in ((f"/api?data={encoded}", False), (f"/api/{encoded}", True)):
+        before = snapshot()
+        response = client.get(url)
+        check_answer(response, value, before, snapshot(), typed_path)
+
+
+@FEW
+@given(
+    body=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(),
+        lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+        max_leaves=20,
+    )
+)
+def test_any_json_body(client, snapshot, body):
+    before = snapshot()
+    response = client.post("/api", data=json.dumps(body), content_type="application/json")
+    data = body.get("data") if isinstance(body, dict) else None
+    if isinstance(data, str) and data in catalogue.KINDS:
+        assert response.status_code in (200, 401)
+        assert_counted_once(before, snapshot(), response.status_code)
+    else:
+        assert_error_envelope(response)
+        assert_counted_once(before, snapshot(), response.status_code)
+
+
+# The real server: what gunicorn refuses before the app sees it, and what the app refuses.
+
+
+def send_raw(port, data):
+    """Send bytes, half-close, and return everything the server answers."""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as conn:
+        conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+def parse_answer(answer):
+    """(status, JSON body) of a raw HTTP answer."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body)
+
+
+def chunked(body, chunk_size=8000):
+    pieces = [body[i : i + chunk_size] for i in range(0, len(body), chunk_size)]
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+
+
+FORM = b"Content-Type: application/x-www-form-urlencoded\r\n"
+
+# (raw request, status, reaches the app)
+RAW_REQUESTS = {
+    "request line over the limit": (
+        b"GET /api?data=" + b"a" * 5000 + b" HTTP/1.1\r\n\r\n",
+        414,
+        False,
+    ),
+    "header over 8 KB": (
+        b"GET /api/pizza HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8200 + b"\r\n\r\n",
+        431,
+        False,
+    ),
+    "101 headers": (
+        b"GET /api/pizza HTTP/1.1\r\n"
+        + b"".join(b"X-H%d: v\r\n" % i for i in range(101))
+        + b"\r\n",
+        431,
+        False,
+    ),
+    "garbage line": (b"GARBAGE\r\n\r\n", 400, False),
+    "binary line": (b"\x00\x01\x02\xff\xfe\r\n\r\n", 400, False),
+    "http/2 preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, False),
+    "nul in path": (b"GET /api/\x00 HTTP/1.1\r\nHost: x\r\n\r\n", 400, False),
+    "invalid utf-8 in path": (b"GET /api/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n", 400, False),
+    "header without colon": (
+        b"GET /api/pizza HTTP/1.1\r\nHost: x\r\nAuthorization Bearer x\r\n\r\n",
+        400,
+        False,
+    ),
+    "bare line feeds": (b"GET /api/pizza HTTP/1.1\nHost: x\n\n", 400, False),
+    "garbage content length": (
+        b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        400,
+        False,
+    ),
+    "length and chunked": (
+        b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+        False,
+    ),
+    "bad chunk size": (
+        b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        + FORM
+        + b"\r\nzz\r\nabc\r\n0\r\n\r\n",
+        400,
+        True,
+    ),
+    "unterminated chunk": (
+        b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        + FORM
+        + b"\r\na\r\ndata=pizza",
+        400,
+        True,
+    ),
+    "chunked over the limit": (
+        b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        + FORM
+        + b"\r\n"
+        + chunked(b"data=" + b"p" * 70_000),
+        413,
+        True,
+    ),
+    "length over the limit": (
+        b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n" + FORM + b"\r\n",
+        413,
+        True,
+    ),
+}
+
+
+@pytest.mark.server
+def test_real_server_answers_malformed_http_in_the_envelope(start_server, tmp_path):
+    url = f"sqlite:///{tmp_path}/hostile.sqlite3"
+    servers.run_release(servers.clean_env(DATABASE_URL=url))
+    server = start_server(url)
+    before = read_database(tmp_path / "hostile.sqlite3")[0]
+
+    reached_app = 0
+    for name, (raw, status, reaches_app) in RAW_REQUESTS.items():
+        answered, body = parse_answer(send_raw(server.port, raw))
+        assert (name, answered) == (name, status)
+        assert set(body) == {"type", "content"} and body["type"] == "Error", name
+        reached_app += reaches_app
+
+    # Bytes without a line end and then a closed connection: nothing to answer, nothing breaks.
+    assert send_raw(server.port, b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03") == b""
+    # A small chunked body is read whole.
+    small = b"POST /api HTTP/1.1\r\nHost: x\r\n" + FORM + b"Transfer-Encoding: chunked\r\n\r\n"
+    answered, body = parse_answer(send_raw(server.port, small + chunked(b"data=pizza")))
+    assert (answered, body["type"]) == (200, "Pizza")
+
+    # gunicorn's refusals never reached the app, so they are not hits; the app's are.
+    after = read_database(tmp_path / "hostile.sqlite3")[0]
+    assert after["hits"] == before.get("hits", 0) + reached_app + 1
+    assert after["errors"] == before.get("errors", 0) + reached_app
+    with closing(sqlite3.connect(tmp_path / "hostile.sqlite3")) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)

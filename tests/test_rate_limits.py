@@ -1,0 +1,299 @@
+"""Rate limits: per address, per token, for failed tokens; their 429s, headers and costs."""
+
+import os
+import re
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from api import rate_limits
+
+from . import servers
+
+LIMIT = 3
+LIMITED = {
+    "RATELIMIT_PER_CLIENT": f"{LIMIT} per minute",
+    "RATELIMIT_PER_TOKEN": f"{LIMIT * 2} per minute",
+    "RATELIMIT_FAILED_TOKENS": "2 per minute",
+}
+
+
+def from_address(address):
+    return {"environ_base": {"REMOTE_ADDR": address}}
+
+
+@pytest.fixture
+def limited(make_app):
+    return make_app(**LIMITED).test_client()
+
+
+def statuses(client, n, url="/api/pizza", **kwargs):
+    return [client.get(url, **kwargs).status_code for _ in range(n)]
+
+
+def test_client_budget_then_429_in_the_envelope(limited):
+    assert statuses(limited, LIMIT) == [200] * LIMIT
+    response = limited.get("/api/pizza")
+    assert response.status_code == 429
+    assert response.get_json() == {
+        "type": "Error",
+        "content": "Too many requests; retry after the seconds in Retry-After",
+    }
+    retry_after = int(response.headers["Retry-After"])
+    assert 0 < retry_after <= 60
+    assert response.headers["RateLimit-Limit"] == str(LIMIT)
+    assert response.headers["RateLimit-Remaining"] == "0"
+    assert response.headers["RateLimit-Reset"] == str(retry_after)
+    assert response.headers["RateLimit-Policy"] == f"{LIMIT};w=60"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_429_as_problem_details_and_as_a_page(limited):
+    statuses(limited, LIMIT)
+    problem = limited.get("/api/pizza", headers={"Accept": "application/problem+json"})
+    assert problem.status_code == 429
+    assert problem.mimetype == "application/problem+json"
+    assert problem.get_json()["status"] == 429
+    assert "Retry-After" in problem.headers
+    page = limited.get("/docs", headers={"Accept": "text/html,*/*;q=0.8"})
+    assert page.status_code == 429
+    assert page.mimetype == "text/html"
+    assert "Retry-After" in page.headers
+
+
+def test_headers_count_down_on_every_limited_response(limited):
+    remaining = [int(limited.get("/api/pizza").headers["RateLimit-Remaining"]) for _ in range(3)]
+    assert remaining == [LIMIT - 1, LIMIT - 2, LIMIT - 3]
+
+
+def test_headers_only_on_429_when_configured(make_app):
+    client = make_app(**LIMITED, RATELIMIT_HEADERS_ALWAYS=False).test_client()
+    assert all("RateLimit-Limit" not in client.get("/api/pizza").headers for _ in range(LIMIT))
+    assert "RateLimit-Limit" in client.get("/api/pizza").headers
+
+
+def test_the_budget_is_per_address_and_shared_by_every_route(limited):
+    # Pages, API routes and unrouted paths all cost a hit, so all draw on one budget.
+    assert [limited.get(path).status_code for path in ("/", "/api/pizza", "/nowhere")] == [
+        200,
+        200,
+        404,
+    ]
+    assert limited.get("/api/a/b").status_code == 429
+    assert limited.put("/api").status_code == 429
+    assert limited.get("/api/pizza", **from_address("192.0.2.7")).status_code == 200
+
+
+def test_health_checks_preflights_and_static_files_are_never_limited(limited):
+    statuses(limited, LIMIT + 1)
+    assert limited.get("/healthz").status_code == 200
+    assert limited.options("/api").status_code == 200
+    with limited.get("/static/style.css") as response:
+        assert response.status_code == 200
+
+
+def test_token_holders_get_their_own_larger_budget(limited, auth_headers):
+    statuses(limited, LIMIT + 1)  # the address is spent
+    with_token = statuses(limited, LIMIT * 2 + 1, headers=auth_headers)
+    assert with_token == [200] * (LIMIT * 2) + [429]
+    # The token's budget follows the token to any address.
+    assert statuses(limited, 1, headers=auth_headers, **from_address("192.0.2.8")) == [429]
+
+
+@pytest.mark.parametrize("how", ["header", "query"])
+def test_failed_token_attempts_are_stopped_early(make_app, token, how):
+    limited = make_app(**{**LIMITED, "RATELIMIT_PER_CLIENT": "100 per minute"}).test_client()
+
+    def attempt(secret, address="198.51.100.1"):
+        if how == "header":
+            kwargs = {"headers": {"Authorization": f"Bearer {secret}"}}
+        else:
+            kwargs = {"query_string": {"token": secret}}
+        return limited.get("/api/errors", **kwargs, **from_address(address))
+
+    assert [attempt(f"rapi_guess{i}").status_code for i in range(2)] == [401, 401]
+    blocked = attempt("rapi_guess3")
+    assert blocked.status_code == 429
+    assert "failed token attempts" in blocked.get_json()["content"]
+    assert "Retry-After" in blocked.headers
+    # Even the right token waits: the address is guessing.
+    assert attempt(token).status_code == 429
+    # Other addresses, and requests without a token, are not held back.
+    assert attempt(token, "198.51.100.2").status_code == 200
+    assert limited.get("/api/pizza", **from_address("198.51.100.1")).status_code == 200
+
+
+def test_valid_tokens_never_spend_the_failed_attempts_budget(limited, auth_headers):
+    assert statuses(limited, LIMIT * 2, "/api/errors", headers=auth_headers) == [200] * (LIMIT * 2)
+
+
+def test_every_429_is_a_counted_hit_and_error(limited, hits):
+    before_hits, before_errors = hits(), hits("errors")
+    assert statuses(limited, LIMIT + 4) == [200] * LIMIT + [429] * 4
+    assert hits() == before_hits + LIMIT + 4
+    assert hits("errors") == before_errors + 4
+
+
+def test_limits_are_off_when_disabled(make_app):
+    app = make_app(**LIMITED, RATELIMIT_ENABLED=False)
+    assert "rate_limiter" not in app.extensions
+    client = app.test_client()
+    response = client.get("/api/pizza")
+    assert "RateLimit-Limit" not in response.headers
+    assert statuses(client, LIMIT * 3) == [200] * (LIMIT * 3)
+
+
+def test_limits_come_from_the_environment(monkeypatch, make_app):
+    monkeypatch.setenv("RATELIMIT_PER_CLIENT", "2 per hour")
+    monkeypatch.setenv("RATELIMIT_ENABLED", "true")
+    client = make_app().test_client()
+    response = client.get("/api/pizza")
+    assert response.headers["RateLimit-Limit"] == "2"
+    assert response.headers["RateLimit-Policy"] == "2;w=3600"
+
+
+@pytest.fixture
+def statements():
+    """Record every SQL statement any engine runs while the test does."""
+    seen = []
+
+    def record(conn, cursor, statement, *args):
+        seen.append(statement)
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", record)
+    yield seen
+    sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("/api/errors", "valid"),
+        ("/api/errors", "rapi_wrong"),
+        ("/api/pizza", "valid"),
+        ("/api/pizza", None),
+        ("/docs", "valid"),
+    ],
+)
+def test_limiting_adds_no_database_round_trip(make_app, statements, token, url, secret):
+    headers = {"Authorization": f"Bearer {token if secret == 'valid' else secret}"}
+    headers = headers if secret else {}
+    free = make_app(RATELIMIT_ENABLED=False).test_client()
+    limited = make_app().test_client()
+    # Warm both up: the first use of a token also records when it was last used.
+    free.get(url, headers=headers)
+    limited.get(url, headers=headers)
+
+    runs = {}
+    for name, client in (("free", free), ("limited", limited)):
+        statements.clear()
+        client.get(url, headers=headers)
+        runs[name] = list(statements)
+    assert runs["limited"] == runs["free"]
+    assert sum("FROM tokens" in statement for statement in runs["limited"]) <= 1
+
+
+def test_unreachable_storage_falls_back_to_per_process_limits(make_app):
+    dead = f"redis://127.0.0.1:{servers.free_port()}/0"
+    client = make_app(**LIMITED, RATELIMIT_STORAGE_URI=dead).test_client()
+    assert statuses(client, LIMIT + 1) == [200] * LIMIT + [429]
+
+
+def test_token_endpoints_are_the_api_resources():
+    assert {"data_query", "typed_data"} <= rate_limits.TOKEN_ENDPOINTS
+    assert "health" not in rate_limits.TOKEN_ENDPOINTS
+
+
+# Server tests: real gunicorn workers, each its own process.
+
+SHARED_LIMIT = 10
+ACCESS_FORMAT = "access pid=%(p)s status=%(s)s path=%(U)s"
+
+
+@pytest.fixture
+def server_database(tmp_path):
+    url = f"sqlite:///{tmp_path}/server.sqlite3"
+    servers.run_release(servers.clean_env(DATABASE_URL=url))
+    return url
+
+
+@pytest.fixture
+def redis_url():
+    """The real Redis, with every key a test made under its own prefix removed afterwards."""
+    url = os.environ.get("TEST_REDIS_URL")
+    if not url:
+        pytest.skip("TEST_REDIS_URL is not set; .ci/run points it at the local Redis")
+    prefix = f"test-{uuid.uuid4().hex}"
+    yield url, prefix
+    client = redis.Redis.from_url(url)
+    for key in client.scan_iter(match=f"*{prefix}*"):
+        client.delete(key)
+    client.close()
+
+
+def status_of(url):
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def served(server):
+    """(worker pid, status) for every /api/pizza request in the server's access log."""
+    return re.findall(r"access pid=<(\d+)> status=(\d+) path=/api/pizza$", server.output(), re.M)
+
+
+def hammer_both_workers(server):
+    """Send concurrent requests until each of two workers has answered over SHARED_LIMIT."""
+    with ThreadPoolExecutor(16) as pool:
+        for _ in range(25):
+            list(pool.map(lambda _: status_of(server.url + "/api/pizza"), range(32)))
+            per_worker = Counter(pid for pid, _ in served(server))
+            if len(per_worker) == 2 and min(per_worker.values()) > SHARED_LIMIT:
+                break
+    per_worker = Counter(pid for pid, _ in served(server))
+    assert len(per_worker) == 2, f"one worker answered everything: {per_worker}"
+    assert min(per_worker.values()) > SHARED_LIMIT, per_worker
+    return Counter(status for _, status in served(server))
+
+
+def limited_server(start_server, database, storage_uri, prefix=""):
+    return start_server(
+        database,
+        WEB_CONCURRENCY=2,
+        RATELIMIT_ENABLED="true",
+        RATELIMIT_STORAGE_URI=storage_uri,
+        RATELIMIT_KEY_PREFIX=prefix,
+        RATELIMIT_PER_CLIENT=f"{SHARED_LIMIT} per hour",
+        GUNICORN_CMD_ARGS=f"--access-logformat '{ACCESS_FORMAT}'",
+    )
+
+
+@pytest.mark.server
+@pytest.mark.redis
+def test_two_workers_share_one_limit_in_redis(start_server, server_database, redis_url):
+    url, prefix = redis_url
+    server = limited_server(start_server, server_database, url, prefix)
+    by_status = hammer_both_workers(server)
+    assert by_status["200"] == SHARED_LIMIT
+    assert set(by_status) == {"200", "429"}
+
+
+@pytest.mark.server
+def test_with_memory_storage_each_worker_counts_alone(start_server, server_database):
+    # The control for the Redis test: the same traffic, and each worker allows the full limit.
+    server = limited_server(start_server, server_database, "memory://")
+    assert hammer_both_workers(server)["200"] == 2 * SHARED_LIMIT
+
+
+@pytest.mark.server
+def test_server_tests_run_without_limits(start_server, server_database):
+    server = start_server(server_database)
+    assert [status_of(server.url + "/api/pizza") for _ in range(150)] == [200] * 150
