@@ -237,6 +237,32 @@ def start_server(tmp_path):
         server.stop()
 
 
+@pytest.fixture
+def sqlite_url(tmp_path):
+    """A SQLite file migrated by the Procfile's release line, for real servers to share."""
+    url = f"sqlite:///{tmp_path}/server.sqlite3"
+    servers.run_release(servers.clean_env(DATABASE_URL=url))
+    return url
+
+
+# Playwright cannot download its own browser here; these flags let Debian's run in a container.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium under Playwright, one per test module."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium is not on PATH: install Debian's chromium (.ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Under .ci/run (FAIL_ON_SKIP=1) a skipped test is a failure: every service is there."""

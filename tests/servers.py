@@ -195,3 +195,17 @@ class Server:
                 self.kill()
                 return
         self._log.close()
+
+
+def mint_token(env, name):
+    """Create a token with the CLI, exactly as an operator would, and return the secret."""
+    result = subprocess.run(
+        ["flask", "--app", "api", "token", "create", name],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result.stdout.strip().splitlines()[-1]

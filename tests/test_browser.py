@@ -1,7 +1,6 @@
 """The pages in a real browser: Debian's Chromium, driven by Playwright, against real gunicorn."""
 
 import math
-import shutil
 from datetime import timedelta
 
 import pytest
@@ -12,9 +11,6 @@ from . import servers
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
-CHROMIUM = shutil.which("chromium")
-# Playwright cannot download its own browser here; these flags let Debian's run in a container.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 SCREENSHOTS = servers.ROOT / "test-artifacts" / "screenshots"
 WIDTHS = (1280, 390)
@@ -26,18 +22,6 @@ PAGES = {
     "stats": ("/stats", 200),
     "not-found": ("/no-such-page", 404),
 }
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:
-        pytest.skip("chromium is not on PATH: install Debian's chromium (.ci/run does)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def seed_history(url, days=30):

@@ -20,13 +20,6 @@ UNAVAILABLE = {"type": "Error", "content": "Service unavailable"}
 PROXIED = "api-behind-proxy"
 
 
-@pytest.fixture
-def sqlite_url(tmp_path):
-    url = f"sqlite:///{tmp_path}/faults.sqlite3"
-    servers.run_release(servers.clean_env(DATABASE_URL=url))
-    return url
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def any_url(request):
     """A migrated database of each kind the service runs on."""

@@ -217,13 +217,6 @@ ACCESS_FORMAT = "access pid=%(p)s status=%(s)s path=%(U)s"
 
 
 @pytest.fixture
-def server_database(tmp_path):
-    url = f"sqlite:///{tmp_path}/server.sqlite3"
-    servers.run_release(servers.clean_env(DATABASE_URL=url))
-    return url
-
-
-@pytest.fixture
 def redis_url():
     """The real Redis, with every key a test made under its own prefix removed afterwards."""
     url = os.environ.get("TEST_REDIS_URL")
@@ -278,22 +271,22 @@ def limited_server(start_server, database, storage_uri, prefix=""):
 
 @pytest.mark.server
 @pytest.mark.redis
-def test_two_workers_share_one_limit_in_redis(start_server, server_database, redis_url):
+def test_two_workers_share_one_limit_in_redis(start_server, sqlite_url, redis_url):
     url, prefix = redis_url
-    server = limited_server(start_server, server_database, url, prefix)
+    server = limited_server(start_server, sqlite_url, url, prefix)
     by_status = hammer_both_workers(server)
     assert by_status["200"] == SHARED_LIMIT
     assert set(by_status) == {"200", "429"}
 
 
 @pytest.mark.server
-def test_with_memory_storage_each_worker_counts_alone(start_server, server_database):
+def test_with_memory_storage_each_worker_counts_alone(start_server, sqlite_url):
     # The control for the Redis test: the same traffic, and each worker allows the full limit.
-    server = limited_server(start_server, server_database, "memory://")
+    server = limited_server(start_server, sqlite_url, "memory://")
     assert hammer_both_workers(server)["200"] == 2 * SHARED_LIMIT
 
 
 @pytest.mark.server
-def test_server_tests_run_without_limits(start_server, server_database):
-    server = start_server(server_database)
+def test_server_tests_run_without_limits(start_server, sqlite_url):
+    server = start_server(sqlite_url)
     assert [status_of(server.url + "/api/pizza") for _ in range(150)] == [200] * 150

@@ -4,7 +4,6 @@ import base64
 import logging
 import re
 import socket
-import subprocess
 import urllib.error
 import urllib.request
 
@@ -89,20 +88,6 @@ def test_error_pages_and_app_logs_never_echo_a_token(make_app, runner, token, ca
 # The real server: access log, error log and app log, all in one output.
 
 
-def mint_token(env, name):
-    """Create a token with the CLI, exactly as an operator would."""
-    result = subprocess.run(
-        ["flask", "--app", "api", "token", "create", name],
-        cwd=servers.ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return result.stdout.strip().splitlines()[-1]
-
-
 def send(url, headers=None):
     request = urllib.request.Request(url, headers=headers or {})
     try:
@@ -130,7 +115,7 @@ def test_a_token_never_reaches_any_server_output(start_server, tmp_path):
     url = f"sqlite:///{tmp_path}/logs.sqlite3"
     env = servers.clean_env(DATABASE_URL=url)
     servers.run_release(env)
-    secret = mint_token(env, "log-test")
+    secret = servers.mint_token(env, "log-test")
     server = start_server(
         url,
         LOG_LEVEL="DEBUG",

@@ -8,8 +8,6 @@ import pytest
 
 from api import errors, security
 
-from . import servers
-
 # One of every kind of answer: data, errors from each layer, pages, static files, a preflight.
 EVERY_KIND_OF_RESPONSE = [
     ("get", "/api/pizza", {}),
@@ -209,18 +207,11 @@ def status_of(url, headers):
         return e.code, e.headers
 
 
-@pytest.fixture
-def server_database(tmp_path):
-    url = f"sqlite:///{tmp_path}/server.sqlite3"
-    servers.run_release(servers.clean_env(DATABASE_URL=url))
-    return url
-
-
 @pytest.mark.server
 @pytest.mark.parametrize(("hops", "expected"), [(0, [200, 200, 429, 429]), (1, [200] * 4)])
-def test_real_server_keys_on_the_address_it_trusts(start_server, server_database, hops, expected):
+def test_real_server_keys_on_the_address_it_trusts(start_server, sqlite_url, hops, expected):
     server = start_server(
-        server_database,
+        sqlite_url,
         # One worker: with memory:// each worker keeps its own count.
         WEB_CONCURRENCY=1,
         RATELIMIT_ENABLED="true",

@@ -1,7 +1,5 @@
 """In a real browser: pages work under their CSP, and another origin can call the API."""
 
-import shutil
-import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -11,23 +9,9 @@ from . import servers
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 # The page background from static/style.css; seeing it proves the stylesheet loaded.
 PAPER = "rgb(253, 252, 249)"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.skip("no chromium on the PATH; .ci/run installs Debian's")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -37,19 +21,7 @@ def server(tmp_path_factory):
     url = f"sqlite:///{directory}/browser.sqlite3"
     env = servers.clean_env(DATABASE_URL=url)
     servers.run_release(env)
-    token = (
-        subprocess.run(
-            ["flask", "--app", "api", "token", "create", "browser"],
-            cwd=servers.ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
+    token = servers.mint_token(env, "browser")
     running = servers.Server(
         servers.clean_env(DATABASE_URL=url, PORT=servers.free_port()), directory / "server.log"
     )

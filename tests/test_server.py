@@ -30,13 +30,6 @@ def current_hits(server):
     return get_json(server.url + "/api?data=hits")[1]["content"]
 
 
-@pytest.fixture
-def sqlite_url(tmp_path):
-    url = f"sqlite:///{tmp_path}/server.sqlite3"
-    servers.run_release(servers.clean_env(DATABASE_URL=url))
-    return url
-
-
 def test_concurrent_hits_are_exact_and_survive_sigkill(start_server, sqlite_url):
     server = start_server(sqlite_url, WEB_CONCURRENCY=4)
     before = current_hits(server)
