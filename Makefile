@@ -32,6 +32,11 @@ run: $(VENV)/.app-installed
 test: $(VENV)/.dev-installed lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The service under wrk against a bare Flask floor, with an exact count check; see
+# BENCHMARKS.md. BENCH_DATABASE_URL=postgresql://... runs it on PostgreSQL.
+bench: $(VENV)/.app-installed
+	$(BIN)/python -m bench.run
+
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -1,0 +1,512 @@
+"""``make bench``: the service under wrk against a bare Flask floor, with an exact count check.
+
+It starts three servers on free ports: the Procfile's web process with its production gunicorn
+config, and the floor (``bench/bare.py``) under gunicorn with sync workers and with gthread
+workers at the same worker count. Each round drives every target in turn for the same time
+at the same connection count; the rounds alternate so that noise from other work on the
+machine falls on every target alike. Medians of the rounds go into the table.
+
+After every run the hit counter must have risen by at least the responses wrk received and
+by at most those plus the requests still in flight when wrk stopped. Anything else, or any
+non-2xx answer, fails the bench with a non-zero exit.
+
+Settings (environment): BENCH_DATABASE_URL (a PostgreSQL server; the bench creates and drops
+its own database there), BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_CONNECTIONS (32),
+BENCH_WRK_THREADS (2), BENCH_STRICT (1 makes a missed speed target fail the exit code too).
+"""
+
+import json
+import os
+import platform
+import runpy
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from api import config, create_app, storage
+from tests import servers
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+BIN = Path(sys.executable).parent
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
+WRK_THREADS = int(os.environ.get("BENCH_WRK_THREADS", "2"))
+WARMUP_SECONDS = 2
+STRICT = config.env_flag("BENCH_STRICT", False)
+
+# The issue's targets: the share of the floor's requests/s /api?data=hits must reach, and
+# how many times the floor's p99 its p99 may be.
+RPS_TARGET = {"sqlite": 0.85, "postgresql": 0.7}
+P99_TARGET = 2.0
+
+
+@dataclass
+class Target:
+    """One thing wrk drives: a path on one of the servers."""
+
+    name: str
+    server: str
+    path: str
+    headers: dict = field(default_factory=dict)
+    counted: bool = True
+    runs: list = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    """One wrk run and what the counter did during it."""
+
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    socket_errors: int
+    non_2xx: int
+    hits_delta: int | None = None
+
+    @property
+    def rps(self):
+        return self.requests / self.seconds
+
+
+class Server:
+    """A gunicorn master in its own session, so that stopping it stops all of its workers."""
+
+    def __init__(self, name, command, env, ready_path, log_dir, cwd=ROOT):
+        self.name = name
+        self.port = int(env["PORT"])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(log_dir) / f"{name}.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._wait_ready(ready_path)
+
+    def _wait_ready(self, path, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not start:\n{self.log_path.read_text()[-3000:]}")
+
+    def stop(self):
+        """SIGTERM the whole session, then SIGKILL whatever is still there after 20 s."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout=20)
+            except ProcessLookupError:
+                pass
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._log.close()
+
+
+def say(*args):
+    print(*args, flush=True)
+
+
+def ensure_wrk():
+    """Install Debian's wrk when it is missing and we may; otherwise say how."""
+    if shutil.which("wrk"):
+        return shutil.which("wrk")
+    if os.geteuid() == 0:
+        prefix = []
+    elif shutil.which("sudo") and subprocess.run(["sudo", "-n", "true"]).returncode == 0:
+        prefix = ["sudo", "-n"]
+    else:
+        sys.exit("wrk is not installed: run `sudo apt-get install wrk`, then `make bench` again")
+    say("installing wrk with apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run([*prefix, "apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run([*prefix, "apt-get", "install", "-y", "-qq", "wrk"], check=True, env=env)
+    return shutil.which("wrk") or sys.exit("apt-get did not install wrk")
+
+
+def gunicorn_settings(env):
+    """Worker count and threads exactly as the production config computes them."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        conf = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return conf
+
+
+class Database:
+    """A fresh database for this run: a SQLite file, or a new database on a PostgreSQL server."""
+
+    def __init__(self, tmp):
+        server_url = os.environ.get("BENCH_DATABASE_URL")
+        self._admin = None
+        if not server_url:
+            self.kind = "sqlite"
+            self.url = f"sqlite:///{tmp}/bench.sqlite3"
+            return
+        self.kind = "postgresql"
+        admin_url = sa.make_url(config.database_url(server_url))
+        self.name = f"bench_{time.strftime('%Y%m%d_%H%M%S')}_{uuid.uuid4().hex[:6]}"
+        self._admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with self._admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{self.name}"'))
+        self.url = admin_url.set(database=self.name).render_as_string(hide_password=False)
+
+    def drop(self):
+        if self._admin is None:
+            return
+        with self._admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        self._admin.dispose()
+
+
+class Counters:
+    """Reads the counters straight from the database, outside the servers under test."""
+
+    def __init__(self, url):
+        self.app = create_app({"SQLALCHEMY_DATABASE_URI": url})
+
+    def read(self, name="hits"):
+        with self.app.app_context():
+            return storage.read_counter(name)
+
+    def settled(self, name="hits"):
+        """The count once requests still in flight have finished: two equal reads in a row."""
+        last = self.read(name)
+        for _ in range(50):
+            time.sleep(0.2)
+            now = self.read(name)
+            if now == last:
+                return now
+            last = now
+        return last
+
+    def close(self):
+        with self.app.app_context():
+            storage.db.engine.dispose()
+
+
+def drive(wrk, target, base_url, seconds):
+    """One wrk run against one target; the Lua hook prints exact percentiles as JSON."""
+    command = [
+        wrk,
+        f"-t{WRK_THREADS}",
+        f"-c{CONNECTIONS}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(BENCH / "report.lua"),
+    ]
+    for name, value in target.headers.items():
+        command += ["-H", f"{name}: {value}"]
+    command.append(base_url + target.path)
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    line = next(x for x in output.splitlines() if x.startswith("BENCH_JSON "))
+    data = json.loads(line.removeprefix("BENCH_JSON "))
+    return Run(
+        requests=data["requests"],
+        seconds=data["duration_us"] / 1e6,
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        socket_errors=data["connect"] + data["read"] + data["write"] + data["timeout"],
+        non_2xx=data["status"],
+    )
+
+
+def measure(wrk, target, servers_by_name, counters, seconds):
+    """Drive a target and, for the service, see how far the hit counter moved meanwhile."""
+    before = counters.settled() if target.counted else None
+    run = drive(wrk, target, servers_by_name[target.server].url, seconds)
+    if target.counted:
+        run.hits_delta = counters.settled() - before
+    return run
+
+
+def count_problems(target, run):
+    """What is wrong with a run's answers and counts; empty when everything is exact."""
+    problems = []
+    if run.non_2xx:
+        problems.append(f"{run.non_2xx} non-2xx answers")
+    if run.socket_errors:
+        problems.append(f"{run.socket_errors} socket errors or timeouts")
+    if target.counted:
+        # Every response wrk received was counted before it was sent; requests in flight
+        # when wrk stopped (at most one per connection) may have been counted too.
+        if run.hits_delta < run.requests:
+            problems.append(f"LOST {run.requests - run.hits_delta} hits")
+        elif run.hits_delta > run.requests + CONNECTIONS + run.socket_errors:
+            problems.append(f"{run.hits_delta - run.requests} more hits than requests")
+    return problems
+
+
+def median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def machine():
+    """What the numbers were measured on."""
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "wrk": (wrk_version.splitlines() or ["wrk"])[0].split(" [")[0],
+    }
+
+
+def main():
+    wrk = ensure_wrk()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
+    started = []
+    database = None
+    status = 1
+    try:
+        database = Database(tmp)
+        status = bench(wrk, tmp, database, started)
+    except KeyboardInterrupt:
+        say("\ninterrupted: stopping the servers")
+        status = 130
+    finally:
+        for server in started:
+            server.stop()
+        if database is not None:
+            database.drop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return status
+
+
+def bench(wrk, tmp, database, started):
+    """Start everything, run the rounds, print the table and the verdicts; the exit status."""
+    app_env = servers.clean_env(DATABASE_URL=database.url, RATELIMIT_ENABLED="false")
+    servers.run_release(app_env)
+    token = subprocess.run(
+        [str(BIN / "flask"), "--app", "api", "token", "create", "bench"],
+        cwd=ROOT,
+        env=app_env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()[-1]
+
+    conf = gunicorn_settings(app_env)
+    workers, threads = conf["workers"], conf.get("threads", 1)
+    # Run from bench/, so that gunicorn finds no gunicorn.conf.py and uses its defaults; it
+    # binds 0.0.0.0:$PORT like the service.
+    floor_command = [str(BIN / "gunicorn"), "--workers", str(workers), "bare:app"]
+
+    def start(name, command, ready_path, cwd=ROOT):
+        env = {**app_env, "PORT": str(servers.free_port())}
+        server = Server(name, command, env, ready_path, tmp, cwd)
+        started.append(server)
+        return server
+
+    service = start("service", servers.procfile_command("web"), "/healthz")
+    floor_sync = start("floor-sync", [*floor_command, "--worker-class", "sync"], "/", BENCH)
+    floor_gthread = start(
+        "floor-gthread",
+        [*floor_command, "--worker-class", "gthread", "--threads", str(threads)],
+        "/",
+        BENCH,
+    )
+    servers_by_name = {s.name: s for s in (service, floor_sync, floor_gthread)}
+    counters = Counters(database.url)
+
+    targets = [
+        Target("floor (sync)", "floor-sync", "/", counted=False),
+        Target("floor (gthread)", "floor-gthread", "/", counted=False),
+        Target("/api?data=hits", "service", "/api?data=hits"),
+        Target("/api/pizza", "service", "/api/pizza"),
+        Target(
+            "/api?data=errors",
+            "service",
+            "/api?data=errors",
+            headers={"Authorization": f"Bearer {token}"},
+        ),
+        Target("/", "service", "/"),
+    ]
+    info = machine()
+    say(
+        f"machine: {info['cpu']}, {info['cores']} cores, Linux {info['kernel']}, "
+        f"Python {info['python']}, {info['wrk']}"
+    )
+    say(
+        f"database: {database.kind}; service: Procfile web, gunicorn.conf.py "
+        f"({conf['worker_class']}, {workers} workers x {threads} threads), "
+        "RATELIMIT_ENABLED=false"
+    )
+    say(
+        f"floor: bench/bare.py, {workers} sync workers and {workers} gthread workers x "
+        f"{threads} threads; wrk -t{WRK_THREADS} -c{CONNECTIONS}, {ROUNDS} rounds of "
+        f"{SECONDS} s per target"
+    )
+    errors_before = counters.settled("errors")
+
+    problems = []
+    say(f"warming up ({WARMUP_SECONDS} s per target)")
+    for target in targets:
+        run = measure(wrk, target, servers_by_name, counters, WARMUP_SECONDS)
+        problems += [f"warm-up {target.name}: {p}" for p in count_problems(target, run)]
+
+    floors = []
+    for number in range(1, ROUNDS + 1):
+        for target in targets:
+            run = measure(wrk, target, servers_by_name, counters, SECONDS)
+            target.runs.append(run)
+            problems += [f"round {number} {target.name}: {p}" for p in count_problems(target, run)]
+            counted = "" if run.hits_delta is None else f"  hits +{run.hits_delta}"
+            say(
+                f"round {number}  {target.name:<18} {run.rps:8.0f} req/s  "
+                f"p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:6.2f} ms  "
+                f"{run.requests} responses{counted}"
+            )
+        # The floor of a round is the better of its two floor runs, so nothing is flattered.
+        floors.append(max(targets[0].runs[-1], targets[1].runs[-1], key=lambda r: r.rps))
+
+    errors_delta = counters.settled("errors") - errors_before
+    if errors_delta:
+        problems.append(f"the error counter rose by {errors_delta} though every answer was 2xx")
+    counters.close()
+
+    rows = table(targets, floors)
+    say()
+    say(f"## {database.kind}: medians of {ROUNDS} rounds, {CONNECTIONS} connections")
+    say()
+    say("| endpoint | req/s | p50 ms | p99 ms | req/s ÷ floor | p99 ÷ floor p99 | count check |")
+    say("|---|---:|---:|---:|---:|---:|---|")
+    for row in rows:
+        say(
+            f"| {row['name']} | {row['rps']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
+            f"{row['ratio']:.2f} | {row['p99_ratio']:.2f} | {row['count']} |"
+        )
+    say()
+
+    hits = next(r for r in rows if r["name"] == "/api?data=hits")
+    verdicts = [
+        (
+            not problems,
+            True,
+            "count check: every response counted, no hit lost or double-counted, all 2xx",
+        ),
+        (
+            hits["ratio"] >= RPS_TARGET[database.kind],
+            STRICT,
+            f"target: /api?data=hits req/s is {hits['ratio']:.2f} of the floor "
+            f"(target >= {RPS_TARGET[database.kind]})",
+        ),
+        (
+            hits["p99_ratio"] <= P99_TARGET,
+            STRICT,
+            f"target: /api?data=hits p99 is {hits['p99_ratio']:.2f}x the floor's "
+            f"(target <= {P99_TARGET})",
+        ),
+    ]
+    for problem in problems:
+        say(f"FAIL {problem}")
+    failed = False
+    for ok, fatal, text in verdicts:
+        say(f"{'PASS' if ok else 'FAIL'} {text}")
+        failed |= fatal and not ok
+    say("rate limiting was off for the run (RATELIMIT_ENABLED=false)")
+
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{database.kind}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "machine": info,
+                "database": database.kind,
+                "rounds": ROUNDS,
+                "seconds": SECONDS,
+                "connections": CONNECTIONS,
+                "workers": workers,
+                "threads": threads,
+                "rows": rows,
+                "runs": {t.name: [vars(r) for r in t.runs] for t in targets},
+                "problems": problems,
+            },
+            indent=2,
+        )
+    )
+    say(f"results: {out.relative_to(ROOT)}")
+    return 1 if failed else 0
+
+
+def table(targets, floors):
+    """Per target: medians over rounds, and the median of its per-round ratios to the floor."""
+    rows = []
+    for target in targets:
+        rows.append(row(target.name, target, target.runs, floors))
+    rows.insert(2, row("floor (better of the two)", None, floors, floors))
+    return rows
+
+
+def row(name, target, runs, floors):
+    problems = []
+    if target is not None:
+        for run in runs:
+            problems += count_problems(target, run)
+    counted = target is not None and target.counted
+    if counted:
+        count = "lost or extra hits" if problems else "exact"
+    else:
+        count = "FAIL" if problems else "-"
+    return {
+        "name": name,
+        "rps": median([r.rps for r in runs]),
+        "p50_ms": median([r.p50_ms for r in runs]),
+        "p99_ms": median([r.p99_ms for r in runs]),
+        "ratio": median([r.rps / f.rps for r, f in zip(runs, floors, strict=True)]),
+        "p99_ratio": median([r.p99_ms / f.p99_ms for r, f in zip(runs, floors, strict=True)]),
+        "count": count,
+    }
+
+
+def interrupt(_signum, _frame):
+    """Treat SIGTERM like Ctrl-C, so that the servers are stopped either way."""
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, interrupt)
+    sys.exit(main())
