@@ -332,8 +332,14 @@ def bench(wrk, tmp, database, started):
     conf = gunicorn_settings(app_env)
     workers, threads = conf["workers"], conf.get("threads", 1)
     # Run from bench/, so that gunicorn finds no gunicorn.conf.py and uses its defaults; it
-    # binds 0.0.0.0:$PORT like the service.
-    floor_command = [str(BIN / "gunicorn"), "--workers", str(workers), "bare:app"]
+    # binds 0.0.0.0:$PORT like the service. Its control socket would clash with the others.
+    floor_command = [
+        str(BIN / "gunicorn"),
+        "--workers",
+        str(workers),
+        "--no-control-socket",
+        "bare:app",
+    ]
 
     def start(name, command, ready_path, cwd=ROOT):
         env = {**app_env, "PORT": str(servers.free_port())}
