@@ -169,3 +169,14 @@ def test_api_without_database_is_503_envelope(make_app, tmp_path):
     assert response.status_code == 503
     assert envelope(response) == ("Error", "Service unavailable")
     assert response.headers["Retry-After"].isdigit()
+
+
+@pytest.mark.parametrize(
+    "accept", [None, "*/*", "application/json", "text/html", "text/plain", "application/xml"]
+)
+def test_any_accept_header_gets_json(client, accept):
+    headers = {"Accept": accept} if accept else {}
+    response = client.get("/api/pizza", headers=headers)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json"
+    assert envelope(response) == ("Pizza", "There are 10 pizzas being made in the pizzeria")
