@@ -199,7 +199,7 @@ class Counters:
 
     def read(self, name="hits"):
         with self.app.app_context():
-            return storage.read_counter(name)
+            return int(storage.read_counter(name))
 
     def settled(self, name="hits"):
         """The count once requests still in flight have finished: two equal reads in a row."""
