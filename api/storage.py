@@ -62,22 +62,26 @@ _BUMP_HOUR = (
 # The cast keeps the total an integer: PostgreSQL sums a BIGINT column as NUMERIC.
 _SUM = "SELECT CAST(COALESCE(SUM(value), 0) AS BIGINT) FROM counters WHERE name = :name"
 
-# PostgreSQL runs all three in one statement, so an increment is one round trip. The final
-# SELECT sees the snapshot from before the writes in its CTEs, hence the added amount.
-_INCREMENT_ONE_TRIP = sa.text(
-    f"WITH total AS ({_BUMP_TOTAL}), hour AS ({_BUMP_HOUR}) SELECT ({_SUM}) + :amount"
+# PostgreSQL adds a whole batch in one statement, committed on its own, so that a batch is one
+# round trip. The final SELECT sees the snapshot from before the writes in its CTEs, hence the
+# added amounts.
+_INCREMENT_BATCH_ONE_TRIP = sa.text(
+    "WITH batch AS (SELECT * FROM unnest(CAST(:names AS VARCHAR[]), CAST(:amounts AS BIGINT[])) "
+    "AS b(name, amount)), "
+    "total AS (INSERT INTO counters (name, slot, value) SELECT name, :slot, amount FROM batch "
+    "ON CONFLICT (name, slot) DO UPDATE SET value = counters.value + excluded.value), "
+    "hour AS (INSERT INTO counter_hours (name, hour, slot, value) "
+    "SELECT name, :hour, :slot, amount FROM batch "
+    "ON CONFLICT (name, hour, slot) DO UPDATE SET value = counter_hours.value + excluded.value) "
+    "SELECT batch.name, CAST(COALESCE(SUM(counters.value), 0) AS BIGINT) + batch.amount "
+    "FROM batch LEFT JOIN counters ON counters.name = batch.name "
+    "GROUP BY batch.name, batch.amount"
 )
 # SQLite takes the hour first, then gets the total back from the upsert itself: a subquery in
 # RETURNING sees the row just written. The write lock is held from the first statement to
 # the commit, so the total is exact.
 _BUMP_TOTAL_RETURNING_SUM = sa.text(f"{_BUMP_TOTAL} RETURNING ({_SUM})")
 _BUMP_TOTAL, _BUMP_HOUR, _SUM = sa.text(_BUMP_TOTAL), sa.text(_BUMP_HOUR), sa.text(_SUM)
-
-# The statements of one increment, per dialect; the last one returns the new total.
-_INCREMENT_PLANS = {
-    "postgresql": (_INCREMENT_ONE_TRIP,),
-    "sqlite": (_BUMP_HOUR, _BUMP_TOTAL_RETURNING_SUM),
-}
 
 
 class DuplicateName(Exception):
@@ -206,58 +210,69 @@ class CounterWriter:
     """Commits batches of increments on one connection of its own, kept for the process.
 
     This is the hot path of every request, so it runs SQL compiled once for the driver on the
-    DBAPI connection: a batch costs one transaction of one or two statements and no
-    per-statement work in SQLAlchemy. Driver errors come out wrapped as SQLAlchemy's, so that
-    errors.py answers them like any other database error.
+    DBAPI connection: a batch costs one transaction and no per-statement work in SQLAlchemy.
+    Driver errors come out wrapped as SQLAlchemy's, so that errors.py answers them like any
+    other database error.
     """
 
     def __init__(self, engine, slots):
         self.engine = engine
         self.slots = slots
-        self._connection = None
-        self._pid = None
+        self._connection = self._turns_fd = self._pid = None
         dialect = engine.dialect
-        plan = _INCREMENT_PLANS[dialect.name]
-        self._statements = [statement.compile(dialect=dialect) for statement in plan]
+        self._postgresql = dialect.name == "postgresql"
+        statements = (
+            (_INCREMENT_BATCH_ONE_TRIP,)
+            if self._postgresql
+            else (_BUMP_HOUR, _BUMP_TOTAL_RETURNING_SUM)
+        )
+        self._statements = [statement.compile(dialect=dialect) for statement in statements]
         # On SQLite, writers of this machine's processes take turns on a lock file before
         # they take SQLite's write lock: the kernel wakes the next one the moment it is free,
         # where SQLite's busy handler would sleep in whole milliseconds.
-        self._turns = self._turns_fd = None
+        self._turns = None
         if dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
             self._turns = engine.url.database + "-counters.lock"
         sa.event.listen(engine, "engine_disposed", self.close)
 
     def __call__(self, amounts):
         """Add every amount in one transaction; return each counter's total after it."""
-        hour = current_hour()
-        slot = random.randrange(self.slots)  # noqa: S311
-        statement = params = None
+        params = {"hour": current_hour(), "slot": random.randrange(self.slots)}  # noqa: S311
+        statement = None
         try:
             connection, turns = self._connect()
+            cursor = connection.cursor()
+            if self._postgresql:
+                # One statement in autocommit mode: its own transaction, in one round trip.
+                params.update(names=list(amounts), amounts=list(amounts.values()))
+                statement = self._statements[0]
+                cursor.execute(statement.string, _driver_params(statement, params))
+                return dict(cursor.fetchall())
             if turns is not None:
                 fcntl.flock(turns, fcntl.LOCK_EX)
             try:
-                cursor = connection.cursor()
                 totals = {}
                 for name, amount in amounts.items():
-                    params = {"name": name, "amount": amount, "slot": slot, "hour": hour}
+                    params.update(name=name, amount=amount)
                     for statement in self._statements:
                         cursor.execute(statement.string, _driver_params(statement, params))
                     totals[name] = cursor.fetchone()[0]
                 statement = None
                 connection.commit()
+                return totals
             finally:
                 if turns is not None:
                     fcntl.flock(turns, fcntl.LOCK_UN)
         except Exception as e:
             raise self._failed(e, statement, params) from e
-        return totals
 
     def _connect(self):
         """This process's connection and lock file; a forked worker never reuses its parent's."""
         if self._connection is None or self._pid != os.getpid():
             self._pid = os.getpid()
             self._connection = self.engine.raw_connection()
+            if self._postgresql:
+                self._connection.dbapi_connection.autocommit = True
             self._turns_fd = None
             if self._turns is not None:
                 self._turns_fd = os.open(self._turns, os.O_RDWR | os.O_CREAT, 0o600)
@@ -289,7 +304,7 @@ class CounterWriter:
         )
 
     def close(self, *_args):
-        """Give the connection back, as ``engine.dispose()`` does with the pool's."""
+        """Close the connection for good, as ``engine.dispose()`` does with the pool's."""
         if self._connection is not None and self._pid == os.getpid():
             self._connection.invalidate()
             if self._turns_fd is not None:

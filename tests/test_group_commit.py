@@ -1,14 +1,18 @@
 """Group commit: concurrent increments share transactions, and every count stays exact."""
 
+import os
 import sqlite3
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
 
-from api import storage
+from api import config, create_app, storage
+
+from .conftest import migrate
 
 THREADS = 16
 PER_THREAD = 50
@@ -72,13 +76,48 @@ def wait_until(condition, timeout=30):
         time.sleep(0.001)
 
 
-def test_concurrent_increments_get_distinct_exact_numbers(app, hits):
-    before = hits()
-    numbers = increment_from_threads(app)
+@pytest.fixture
+def postgres_app():
+    """The app on a fresh, migrated PostgreSQL database of its own, dropped afterwards."""
+    server = os.environ.get("TEST_DATABASE_URL")
+    if not server:
+        pytest.skip("TEST_DATABASE_URL is not set: no PostgreSQL to test against")
+    admin_url = sa.make_url(config.database_url(server))
+    name = f"group_commit_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = admin_url.set(database=name).render_as_string(hide_password=False)
+    try:
+        migrate(url)
+        app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url})
+        yield app
+        with app.app_context():
+            storage.db.engine.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_app(request):
+    """The app on each database the service supports."""
+    return request.getfixturevalue("app" if request.param == "sqlite" else "postgres_app")
+
+
+def read(app, name="hits"):
+    with app.app_context():
+        return storage.read_counter(name)
+
+
+def test_concurrent_increments_get_distinct_exact_numbers(any_app):
+    before = read(any_app)
+    numbers = increment_from_threads(any_app)
     total = THREADS * PER_THREAD
     assert sorted(numbers) == list(range(before + 1, before + total + 1))
-    assert hits() == before + total
-    assert history_total(app) == before + total
+    assert read(any_app) == before + total
+    assert history_total(any_app) == before + total
 
 
 def test_concurrent_increments_share_transactions(app, hits):
@@ -106,7 +145,8 @@ def app_increment(app, name="hits"):
         return storage.increment_counter(name)
 
 
-def test_a_batch_adds_each_name_and_numbers_each_caller(app, hits):
+def test_a_batch_adds_each_name_and_numbers_each_caller(any_app):
+    app = any_app
     recording = RecordingCommit(app)
     recording.hold_next = lambda: wait_until(lambda: recording.queued() == 6)
     with ThreadPoolExecutor(7) as pool:
@@ -120,7 +160,8 @@ def test_a_batch_adds_each_name_and_numbers_each_caller(app, hits):
     error_numbers = results[2::2]
     assert sorted(hit_numbers) == [1, 2, 3, 4]
     assert sorted(error_numbers) == [1, 2, 3]
-    assert (hits(), hits("errors")) == (4, 3)
+    assert (read(app), read(app, "errors")) == (4, 3)
+    assert (history_total(app), history_total(app, "errors")) == (4, 3)
 
 
 @pytest.fixture
@@ -176,3 +217,21 @@ def test_increments_survive_a_closed_connection(app, hits):
         storage.db.engine.dispose()
     assert app_increment(app) == 2
     assert hits() == 2
+
+
+def test_a_dropped_connection_fails_one_batch_then_reconnects(postgres_app):
+    app = postgres_app
+    assert app_increment(app) == 1
+    with app.app_context(), storage.db.engine.connect() as conn:
+        killed = conn.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    assert killed >= 1
+    with pytest.raises(sa.exc.DBAPIError) as failure:
+        app_increment(app)
+    assert failure.value.connection_invalidated
+    assert app_increment(app) == 2
+    assert read(app) == 2
