@@ -5,6 +5,7 @@ themselves, so that each query can be read, tuned and tested in one place.
 """
 
 import fcntl
+import operator
 import os
 import random
 from contextlib import contextmanager
@@ -226,7 +227,10 @@ class CounterWriter:
             if self._postgresql
             else (_BUMP_HOUR, _BUMP_TOTAL_RETURNING_SUM)
         )
-        self._statements = [statement.compile(dialect=dialect) for statement in statements]
+        self._statements = [
+            (compiled.string, _driver_params(compiled))
+            for compiled in (statement.compile(dialect=dialect) for statement in statements)
+        ]
         # On SQLite, writers of this machine's processes take turns on a lock file before
         # they take SQLite's write lock: the kernel wakes the next one the moment it is free,
         # where SQLite's busy handler would sleep in whole milliseconds.
@@ -240,22 +244,23 @@ class CounterWriter:
         params = {"hour": current_hour(), "slot": random.randrange(self.slots)}  # noqa: S311
         statement = None
         try:
-            connection, turns = self._connect()
-            cursor = connection.cursor()
+            if self._connection is None or self._pid != os.getpid():
+                self._connect()
+            connection, cursor, turns = self._dbapi_connection, self._cursor, self._turns_fd
             if self._postgresql:
                 # One statement in autocommit mode: its own transaction, in one round trip.
-                params.update(names=list(amounts), amounts=list(amounts.values()))
-                statement = self._statements[0]
-                cursor.execute(statement.string, _driver_params(statement, params))
+                params["names"], params["amounts"] = list(amounts), list(amounts.values())
+                statement, arguments = self._statements[0]
+                cursor.execute(statement, arguments(params))
                 return dict(cursor.fetchall())
             if turns is not None:
                 fcntl.flock(turns, fcntl.LOCK_EX)
             try:
                 totals = {}
                 for name, amount in amounts.items():
-                    params.update(name=name, amount=amount)
-                    for statement in self._statements:
-                        cursor.execute(statement.string, _driver_params(statement, params))
+                    params["name"], params["amount"] = name, amount
+                    for statement, arguments in self._statements:
+                        cursor.execute(statement, arguments(params))
                     totals[name] = cursor.fetchone()[0]
                 statement = None
                 connection.commit()
@@ -267,16 +272,17 @@ class CounterWriter:
             raise self._failed(e, statement, params) from e
 
     def _connect(self):
-        """This process's connection and lock file; a forked worker never reuses its parent's."""
-        if self._connection is None or self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._connection = self.engine.raw_connection()
-            if self._postgresql:
-                self._connection.dbapi_connection.autocommit = True
-            self._turns_fd = None
-            if self._turns is not None:
-                self._turns_fd = os.open(self._turns, os.O_RDWR | os.O_CREAT, 0o600)
-        return self._connection, self._turns_fd
+        """Open this process's connection and lock file; a forked worker never reuses its
+        parent's."""
+        self._pid = os.getpid()
+        self._connection = self._turns_fd = None
+        self._connection = self.engine.raw_connection()
+        self._dbapi_connection = self._connection.dbapi_connection
+        if self._postgresql:
+            self._dbapi_connection.autocommit = True
+        self._cursor = self._dbapi_connection.cursor()
+        if self._turns is not None:
+            self._turns_fd = os.open(self._turns, os.O_RDWR | os.O_CREAT, 0o600)
 
     def _failed(self, error, statement, params):
         """Roll back, drop a broken connection, and wrap a driver error the way SQLAlchemy does."""
@@ -295,7 +301,7 @@ class CounterWriter:
         if not driver_error:
             return error
         return sa.exc.DBAPIError.instance(
-            statement.string if statement is not None else None,
+            statement,
             params,
             error,
             dialect.loaded_dbapi.Error,
@@ -312,11 +318,14 @@ class CounterWriter:
         self._connection = self._turns_fd = None
 
 
-def _driver_params(compiled, params):
-    """Parameters in the form the driver takes: a dict, or a list for positional styles."""
-    if compiled.positiontup is None:
-        return params
-    return [params[name] for name in compiled.positiontup]
+def _driver_params(compiled):
+    """How to pass parameters to the driver: the dict itself, or a tuple in positional order."""
+    order = compiled.positiontup
+    if order is None:
+        return lambda params: params
+    if len(order) == 1:
+        return lambda params: (params[order[0]],)
+    return operator.itemgetter(*order)
 
 
 def read_counter(name):
