@@ -12,6 +12,7 @@ batch are numbered backwards from it, in the order they queued.
 """
 
 import threading
+import time
 
 
 class _Ticket:
@@ -68,6 +69,10 @@ class GroupCommit:
 
     def _lead(self, own):
         """Commit everything queued, wake its callers, and hand the lead on or put it down."""
+        # Step aside once before taking the batch: threads that are already answering a
+        # request then reach their increment and join this transaction instead of the next.
+        # Alone, this costs one system call.
+        time.sleep(0)
         with self._mutex:
             batch, self._queue = self._queue, []
         amounts = {}
