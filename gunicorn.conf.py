@@ -35,7 +35,10 @@ limit_request_field_size = 8190
 forwarded_allow_ips = ""
 
 # Logs go to stdout/stderr, where the platform collects them.
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+# An empty GUNICORN_ACCESS_LOG turns the access log off: a platform's router logs every request
+# already, and formatting and writing the line is a large share of a small request's cost
+# (BENCHMARKS.md measures it).
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
 errorlog = "-"
 
 # The access log masks ?token=... so that query-string tokens never land in a log.

@@ -341,21 +341,29 @@ def bench(wrk, tmp, database, started):
         "bare:app",
     ]
 
-    def start(name, command, ready_path, cwd=ROOT):
-        env = {**app_env, "PORT": str(servers.free_port())}
+    def start(name, command, ready_path, cwd=ROOT, **extra_env):
+        env = {**app_env, **extra_env, "PORT": str(servers.free_port())}
         server = Server(name, command, env, ready_path, tmp, cwd)
         started.append(server)
         return server
 
-    service = start("service", servers.procfile_command("web"), "/healthz")
-    floor_sync = start("floor-sync", [*floor_command, "--worker-class", "sync"], "/", BENCH)
-    floor_gthread = start(
+    start("service", servers.procfile_command("web"), "/healthz")
+    # The same service and database with the access log off: the gap between its row and
+    # the service's /api?data=hits is what the access log costs.
+    start(
+        "service-no-access-log",
+        servers.procfile_command("web"),
+        "/healthz",
+        GUNICORN_ACCESS_LOG="",
+    )
+    start("floor-sync", [*floor_command, "--worker-class", "sync"], "/", BENCH)
+    start(
         "floor-gthread",
         [*floor_command, "--worker-class", "gthread", "--threads", str(threads)],
         "/",
         BENCH,
     )
-    servers_by_name = {s.name: s for s in (service, floor_sync, floor_gthread)}
+    servers_by_name = {s.name: s for s in started}
     counters = Counters(database.url)
 
     targets = [
@@ -370,6 +378,7 @@ def bench(wrk, tmp, database, started):
             headers={"Authorization": f"Bearer {token}"},
         ),
         Target("/", "service", "/"),
+        Target("/api?data=hits, no access log", "service-no-access-log", "/api?data=hits"),
     ]
     info = machine()
     say(
@@ -402,7 +411,7 @@ def bench(wrk, tmp, database, started):
             problems += [f"round {number} {target.name}: {p}" for p in count_problems(target, run)]
             counted = "" if run.hits_delta is None else f"  hits +{run.hits_delta}"
             say(
-                f"round {number}  {target.name:<18} {run.rps:8.0f} req/s  "
+                f"round {number}  {target.name:<30} {run.rps:8.0f} req/s  "
                 f"p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:6.2f} ms  "
                 f"{run.requests} responses{counted}"
             )
