@@ -318,7 +318,10 @@ def main():
 
 def bench(wrk, tmp, database, started):
     """Start everything, run the rounds, print the table and the verdicts; the exit status."""
-    app_env = servers.clean_env(DATABASE_URL=database.url, RATELIMIT_ENABLED="false")
+    # The production config as a dyno runs it, so WEB_CONCURRENCY and GUNICORN_THREADS from
+    # this shell count, while the database and rate limiting are the bench's own.
+    sizing = {k: os.environ[k] for k in ("GUNICORN_THREADS",) if k in os.environ}
+    app_env = servers.clean_env(DATABASE_URL=database.url, RATELIMIT_ENABLED="false", **sizing)
     servers.run_release(app_env)
     token = subprocess.run(
         [str(BIN / "flask"), "--app", "api", "token", "create", "bench"],
