@@ -8,6 +8,7 @@ import fcntl
 import operator
 import os
 import random
+import select
 from contextlib import contextmanager
 from datetime import UTC, datetime, time, timedelta
 
@@ -244,7 +245,7 @@ class CounterWriter:
         params = {"hour": current_hour(), "slot": random.randrange(self.slots)}  # noqa: S311
         statement = None
         try:
-            if self._connection is None or self._pid != os.getpid():
+            if self._connection is None or self._pid != os.getpid() or not self._quiet():
                 self._connect()
             connection, cursor, turns = self._dbapi_connection, self._cursor, self._turns_fd
             if self._postgresql:
@@ -270,6 +271,20 @@ class CounterWriter:
                     fcntl.flock(turns, fcntl.LOCK_UN)
         except Exception as e:
             raise self._failed(e, statement, params) from e
+
+    def _quiet(self):
+        """Whether the server has sent nothing unasked; a connection it closed reads as EOF.
+
+        The pool tests each connection it hands out (pool_pre_ping); this one is kept, so it
+        is checked before each batch without a round trip, and replaced when the server or
+        the network dropped it between batches.
+        """
+        if not self._postgresql:
+            return True
+        readable, _, _ = select.select([self._dbapi_connection.fileno()], [], [], 0)
+        if readable:
+            self.close()
+        return not readable
 
     def _connect(self):
         """Open this process's connection and lock file; a forked worker never reuses its

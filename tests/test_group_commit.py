@@ -219,19 +219,40 @@ def test_increments_survive_a_closed_connection(app, hits):
     assert hits() == 2
 
 
-def test_a_dropped_connection_fails_one_batch_then_reconnects(postgres_app):
-    app = postgres_app
-    assert app_increment(app) == 1
+def terminate_backends(app, waiting_on_a_lock=False):
+    """End the database sessions of the other connections, as a server restart would."""
     with app.app_context(), storage.db.engine.connect() as conn:
-        killed = conn.execute(
+        return conn.execute(
             sa.text(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND (NOT :waiting OR wait_event_type = 'Lock')"
+            ),
+            {"waiting": waiting_on_a_lock},
         ).scalar_one()
-    assert killed >= 1
-    with pytest.raises(sa.exc.DBAPIError) as failure:
-        app_increment(app)
+
+
+def test_a_connection_closed_between_batches_is_replaced_first(postgres_app):
+    app = postgres_app
+    assert app_increment(app) == 1
+    assert terminate_backends(app) >= 1
+    assert app_increment(app) == 2
+    assert read(app) == 2
+
+
+def test_a_connection_lost_during_a_batch_fails_only_that_batch(postgres_app):
+    app = postgres_app
+    assert app_increment(app) == 1
+    with app.app_context(), storage.db.engine.connect() as locker:
+        # The next batch waits on this lock, and its session is ended while it waits.
+        locker.execute(sa.text("LOCK TABLE counters IN ACCESS EXCLUSIVE MODE"))
+        with ThreadPoolExecutor(1) as pool:
+            blocked = pool.submit(app_increment, app)
+            wait_until(lambda: terminate_backends(app, waiting_on_a_lock=True) == 1)
+            with pytest.raises(sa.exc.DBAPIError) as failure:
+                blocked.result()
+        locker.rollback()
     assert failure.value.connection_invalidated
     assert app_increment(app) == 2
     assert read(app) == 2
+    assert history_total(app) == 2
