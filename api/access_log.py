@@ -10,6 +10,7 @@ import logging
 import re
 from urllib.parse import unquote_plus
 
+from gunicorn.config import AccessLogFormat
 from gunicorn.glogging import Logger
 
 from .config import Config
@@ -37,6 +38,9 @@ _URL_ATOMS = (
     "{path_info}e",
     "{http_referer}e",
 )
+# gunicorn's default access log format, which access() writes without building every atom.
+DEFAULT_FORMAT = AccessLogFormat.default
+
 _SECRET_ATOMS = ("u", "{authorization}i", "{http_authorization}e")
 
 
@@ -73,6 +77,8 @@ class SecretMaskingFilter(logging.Filter):
         self.tokens_like = token_pattern(prefix)
 
     def filter(self, record):
+        if getattr(record, "masked", False):
+            return True
         message = record.getMessage()
         masked = mask_secrets(message, self.tokens_like)
         if masked != message:
@@ -91,6 +97,34 @@ class TokenMaskingLogger(Logger):
         for log in (self.error_log, self.access_log):
             if not any(isinstance(f, SecretMaskingFilter) for f in log.filters):
                 log.addFilter(SecretMaskingFilter(prefix))
+
+    def access(self, resp, req, environ, request_time):
+        """gunicorn's default line, built from the nine atoms it uses and masked once.
+
+        The stock path builds a dict of every header and environ key for each request, and
+        the masking above then runs over it and over the finished line again: together
+        about half of a small request's cost in Python. Any other format takes that path.
+        """
+        if not self.access_log_enabled:
+            return
+        if self.cfg.access_log_format != DEFAULT_FORMAT:
+            super().access(resp, req, environ, request_time)
+            return
+        status = resp.status
+        if isinstance(status, str):
+            status = status.split(None, 1)[0]
+        sent = getattr(resp, "sent", None)
+        get = environ.get
+        line = (
+            f"{get('REMOTE_ADDR', '-')} - {MASK if self._get_user(environ) else '-'} "
+            f'{self.now()} "{environ["REQUEST_METHOD"]} {environ["RAW_URI"]} '
+            f'{environ["SERVER_PROTOCOL"]}" {status} {"-" if sent is None else sent} '
+            f'"{get("HTTP_REFERER", "-")}" "{get("HTTP_USER_AGENT", "-")}"'
+        )
+        try:
+            self.access_log.info("%s", mask_secrets(line, self.tokens_like), extra={"masked": True})
+        except Exception:
+            self.exception("access log line failed")
 
     def atoms(self, resp, req, environ, request_time):
         atoms = super().atoms(resp, req, environ, request_time)

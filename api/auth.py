@@ -5,6 +5,8 @@ SHA-256 hash is ever stored, so a token is verified by hashing it and looking th
 by index, which takes the same time whatever the secret is.
 """
 
+from functools import wraps
+
 from flask import abort, current_app, g, request
 from flask_httpauth import HTTPTokenAuth
 from werkzeug.datastructures import Authorization
@@ -104,7 +106,29 @@ def credentials_presented():
     # The raw environ first: most requests have neither, and this runs on every response.
     if "HTTP_AUTHORIZATION" in environ:
         return True
-    return bool(environ.get("QUERY_STRING")) and "token" in request.args
+    query = environ.get("QUERY_STRING")
+    if not query or ("token" not in query and "%" not in query):
+        # Without either, no parameter can decode to the name "token".
+        return False
+    return "token" in request.args
+
+
+def optional_token(view):
+    """Check a token when the request carries one; a request without one goes straight on.
+
+    Flask-HTTPAuth's ``login_required(optional=True)`` parses both places and runs the whole
+    callback chain even when neither holds anything, which on the public data is most of a
+    request's auth cost. ``auth.current_user()`` is None either way when no token came.
+    """
+    checked = auth.login_required(optional=True)(view)
+
+    @wraps(view)
+    def decorated(*args, **kwargs):
+        if credentials_presented():
+            return checked(*args, **kwargs)
+        return view(*args, **kwargs)
+
+    return decorated
 
 
 @auth.error_handler

@@ -11,8 +11,8 @@ batch's transaction reports the total after all of its increments, and the calle
 batch are numbered backwards from it, in the order they queued.
 """
 
+import os
 import threading
-import time
 
 
 class _Ticket:
@@ -71,8 +71,9 @@ class GroupCommit:
         """Commit everything queued, wake its callers, and hand the lead on or put it down."""
         # Step aside once before taking the batch: threads that are already answering a
         # request then reach their increment and join this transaction instead of the next.
-        # Alone, this costs one system call.
-        time.sleep(0)
+        # sched_yield() releases the GIL and returns at once when no thread is waiting;
+        # time.sleep(0) arms a timer, which costs about 90 us even alone.
+        os.sched_yield()
         with self._mutex:
             batch, self._queue = self._queue, []
         amounts = {}

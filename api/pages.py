@@ -5,7 +5,7 @@ import json
 from flask import Blueprint, current_app, render_template
 
 from . import catalogue, charts, counting, openapi, reference, traffic
-from .auth import auth
+from .auth import optional_token
 
 bp = Blueprint("pages", __name__)
 
@@ -38,7 +38,7 @@ def docs():
 
 
 @bp.get("/stats")
-@auth.login_required(optional=True)
+@optional_token
 def stats():
     """Traffic over time as server-drawn SVG; errors only for a valid token, as in the API."""
     with_errors = traffic.errors_visible()

@@ -53,6 +53,10 @@ def add_security_headers(response):
 
 def reject_large_bodies():
     """Refuse an oversized body on every route, whether it is announced or chunked."""
+    environ = request.environ
+    # Most requests carry no body at all; they need none of the parsing below.
+    if "CONTENT_LENGTH" not in environ and "HTTP_TRANSFER_ENCODING" not in environ:
+        return
     limit = request.max_content_length
     if limit is None:
         return

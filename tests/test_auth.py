@@ -104,3 +104,19 @@ def test_rejected_token_is_logged_without_its_secret(client, caplog):
         client.get("/api/errors", headers={"Authorization": f"Bearer {secret}"})
     assert "rejected token rapi_This" in caplog.text
     assert secret not in caplog.text
+
+
+@pytest.mark.parametrize("name", ["%74oken", "t%6Fken", "%74%6F%6B%65%6E"])
+def test_percent_encoded_parameter_name_is_the_token(client, token, name):
+    """The app decodes parameter names, so an encoded ``token`` is a token like any other."""
+    response = client.get(f"/api/errors?{name}={token}")
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    assert client.get(f"/api/errors?{name}=rapi_wrong").status_code == 401
+
+
+def test_public_data_with_a_malformed_header_is_refused(client):
+    """Public data ignores a wrong token, but a header it cannot read is still a 400."""
+    response = client.get("/api/pizza", headers={"Authorization": "Bearer"})
+    assert response.status_code == 400
+    assert "Malformed Authorization header" in response.get_json()["content"]

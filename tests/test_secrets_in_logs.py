@@ -6,8 +6,12 @@ import re
 import socket
 import urllib.error
 import urllib.request
+from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
+from gunicorn.config import Config
+from gunicorn.glogging import Logger
 
 from api import access_log
 
@@ -48,6 +52,67 @@ def test_error_log_filter_masks_formatted_messages(caplog):
         logger.warning("Invalid request: %r", f"GET /api?token={SHAPED}")
     assert SHAPED not in caplog.text
     assert "token=***" in caplog.text
+
+
+# The access log line, as gunicorn's worker asks for it.
+
+
+@pytest.fixture
+def access_line(tmp_path):
+    """The line a logger of the given class writes for one 200 with a 12-byte body."""
+    lines = iter(range(100))
+
+    def log(cls, environ, access_format=None):
+        path = tmp_path / f"access-{next(lines)}.log"
+        cfg = Config()
+        cfg.set("accesslog", str(path))
+        if access_format:
+            cfg.set("access_log_format", access_format)
+        logger = cls(cfg)
+        response = SimpleNamespace(status="200 OK", sent=12, headers=[("Content-Length", "12")])
+        request = SimpleNamespace(headers=[("HOST", "example.test")])
+        base = {"REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "10.0.0.1"}
+        try:
+            logger.access(response, request, {**base, **environ}, timedelta(microseconds=900))
+        finally:
+            # gunicorn's loggers are process-wide; close this one's file before the next.
+            for handler in logger.access_log.handlers:
+                handler.close()
+        return path.read_text()
+
+    return log
+
+
+def without_time(line):
+    return re.sub(r"\[[^]]*\]", "[time]", line)
+
+
+def test_default_access_line_is_gunicorns_own_line(access_line):
+    environ = {
+        "RAW_URI": "/api?data=hits",
+        "HTTP_REFERER": "http://a.test/",
+        "HTTP_USER_AGENT": "c",
+    }
+    ours = without_time(access_line(access_log.TokenMaskingLogger, environ))
+    assert ours == without_time(access_line(Logger, environ))
+    assert ours == '10.0.0.1 - - [time] "GET /api?data=hits HTTP/1.1" 200 12 "http://a.test/" "c"\n'
+
+
+@pytest.mark.parametrize("access_format", [None, '%(r)s %(q)s %({authorization}i)s "%(a)s"'])
+def test_access_lines_mask_every_secret(access_line, access_format):
+    """The default format's own path, and gunicorn's path for any other format."""
+    basic = base64.b64encode(f"{SHAPED}:x".encode()).decode()
+    environ = {
+        "RAW_URI": "/api?data=errors&token=hunter2",
+        "QUERY_STRING": "data=errors&token=hunter2",
+        "HTTP_REFERER": "https://a.test/?token=hunter3",
+        "HTTP_USER_AGENT": f"agent {SHAPED}",
+        "HTTP_AUTHORIZATION": f"Basic {basic}",
+    }
+    line = access_line(access_log.TokenMaskingLogger, environ, access_format)
+    assert "token=***" in line
+    for secret in ("hunter2", "hunter3", SHAPED, basic):
+        assert secret not in line
 
 
 # The app's own output, through the test client.

@@ -4,7 +4,7 @@ from flask import abort, request
 from flask_restful import Resource
 
 from .. import catalogue, openapi
-from ..auth import auth
+from ..auth import auth, optional_token
 
 NO_DATA = "No data requested"
 UNKNOWN_DATA = "Data specified does not exist"
@@ -17,7 +17,7 @@ NOT_A_STRING = "data must be a string"
 class ApiResource(Resource):
     """Every API resource reads an optional token; each kind decides whether it needs one."""
 
-    method_decorators = [auth.login_required(optional=True)]
+    method_decorators = [optional_token]
     # Tells the spec that every method reads a token, with the 400s a badly sent one gets.
     reads_token = True
 
