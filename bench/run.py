@@ -1,23 +1,27 @@
 """``make bench``: the service under wrk against a bare Flask floor, with an exact count check.
 
-It starts three servers on free ports: the Procfile's web process with its production gunicorn
-config, and the floor (``bench/bare.py``) under gunicorn with sync workers and with gthread
-workers at the same worker count. Each round drives every target in turn for the same time
-at the same connection count; the rounds alternate so that noise from other work on the
-machine falls on every target alike. Medians of the rounds go into the table.
+It first prints what one request costs in Python without any server (``bench/cost.py``). Then
+it starts four servers on free ports: the Procfile's web process with its production gunicorn
+config, the same with the access log off, and the floor (``bench/bare.py``) under gunicorn
+with sync workers and with gthread workers at the same worker count. Each round drives every
+target in turn for the same time at the same connection count; the rounds alternate so that
+noise from other work on the machine falls on every target alike. Medians of the rounds go
+into the table, with the CPU time the server's processes and wrk spent per response, read
+from /proc and getrusage.
 
 After every run the hit counter must have risen by at least the responses wrk received and
 by at most those plus the requests still in flight when wrk stopped. Anything else, or any
 non-2xx answer, fails the bench with a non-zero exit.
 
 Settings (environment): BENCH_DATABASE_URL (a PostgreSQL server; the bench creates and drops
-its own database there), BENCH_ROUNDS (3), BENCH_SECONDS (5), BENCH_CONNECTIONS (32),
+its own database there), BENCH_ROUNDS (5), BENCH_SECONDS (5), BENCH_CONNECTIONS (32),
 BENCH_WRK_THREADS (2), BENCH_STRICT (1 makes a missed speed target fail the exit code too).
 """
 
 import json
 import os
 import platform
+import resource
 import runpy
 import shutil
 import signal
@@ -37,12 +41,14 @@ import sqlalchemy as sa
 from api import config, create_app, storage
 from tests import servers
 
+from . import cost
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
 BIN = Path(sys.executable).parent
 
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 WRK_THREADS = int(os.environ.get("BENCH_WRK_THREADS", "2"))
@@ -78,6 +84,9 @@ class Run:
     socket_errors: int
     non_2xx: int
     hits_delta: int | None = None
+    # CPU seconds the server's processes and wrk used during the run, per response, in us.
+    server_cpu_us: float = float("nan")
+    wrk_cpu_us: float = float("nan")
 
     @property
     def rps(self):
@@ -118,6 +127,18 @@ class Server:
         self.stop()
         raise RuntimeError(f"{self.name} did not start:\n{self.log_path.read_text()[-3000:]}")
 
+    def cpu_seconds(self):
+        """User and system CPU the master and its workers have used so far, all threads."""
+        ticks = 0
+        for pid in [self.process.pid, *children(self.process.pid)]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # utime and stime, the 14th and 15th fields of stat(5), counted after the name.
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def stop(self):
         """SIGTERM the whole session, then SIGKILL whatever is still there after 20 s."""
         if self.process.poll() is None:
@@ -130,6 +151,17 @@ class Server:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
         self._log.close()
+
+
+def children(pid):
+    """The direct children of a process: a gunicorn master's workers."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(child) for child in task.read_text().split()]
+        except OSError:
+            pass
+    return found
 
 
 def say(*args):
@@ -232,7 +264,10 @@ def drive(wrk, target, base_url, seconds):
     for name, value in target.headers.items():
         command += ["-H", f"{name}: {value}"]
     command.append(base_url + target.path)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wrk_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     line = next(x for x in output.splitlines() if x.startswith("BENCH_JSON "))
     data = json.loads(line.removeprefix("BENCH_JSON "))
     return Run(
@@ -242,13 +277,17 @@ def drive(wrk, target, base_url, seconds):
         p99_ms=data["p99_us"] / 1000,
         socket_errors=data["connect"] + data["read"] + data["write"] + data["timeout"],
         non_2xx=data["status"],
+        wrk_cpu_us=wrk_cpu / max(data["requests"], 1) * 1e6,
     )
 
 
 def measure(wrk, target, servers_by_name, counters, seconds):
     """Drive a target and, for the service, see how far the hit counter moved meanwhile."""
+    server = servers_by_name[target.server]
     before = counters.settled() if target.counted else None
-    run = drive(wrk, target, servers_by_name[target.server].url, seconds)
+    cpu_before = server.cpu_seconds()
+    run = drive(wrk, target, server.url, seconds)
+    run.server_cpu_us = (server.cpu_seconds() - cpu_before) / max(run.requests, 1) * 1e6
     if target.counted:
         run.hits_delta = counters.settled() - before
     return run
@@ -297,6 +336,7 @@ def machine():
 
 def main():
     wrk = ensure_wrk()
+    cost.report()
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     started = []
     database = None
@@ -416,6 +456,7 @@ def bench(wrk, tmp, database, started):
             say(
                 f"round {number}  {target.name:<30} {run.rps:8.0f} req/s  "
                 f"p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:6.2f} ms  "
+                f"server CPU {run.server_cpu_us:4.0f} us/resp  "
                 f"{run.requests} responses{counted}"
             )
         # The floor of a round is the better of its two floor runs, so nothing is flattered.
@@ -430,12 +471,16 @@ def bench(wrk, tmp, database, started):
     say()
     say(f"## {database.kind}: medians of {ROUNDS} rounds, {CONNECTIONS} connections")
     say()
-    say("| endpoint | req/s | p50 ms | p99 ms | req/s ÷ floor | p99 ÷ floor p99 | count check |")
-    say("|---|---:|---:|---:|---:|---:|---|")
+    say(
+        "| endpoint | req/s | p50 ms | p99 ms | req/s ÷ floor | p99 ÷ floor p99 "
+        "| server CPU µs/resp | wrk CPU µs/resp | count check |"
+    )
+    say("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for row in rows:
         say(
             f"| {row['name']} | {row['rps']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
-            f"{row['ratio']:.2f} | {row['p99_ratio']:.2f} | {row['count']} |"
+            f"{row['ratio']:.2f} | {row['p99_ratio']:.2f} | {row['server_cpu_us']:.0f} | "
+            f"{row['wrk_cpu_us']:.0f} | {row['count']} |"
         )
     say()
 
@@ -516,6 +561,8 @@ def row(name, target, runs, floors):
         "p99_ms": median([r.p99_ms for r in runs]),
         "ratio": median([r.rps / f.rps for r, f in zip(runs, floors, strict=True)]),
         "p99_ratio": median([r.p99_ms / f.p99_ms for r, f in zip(runs, floors, strict=True)]),
+        "server_cpu_us": median([r.server_cpu_us for r in runs]),
+        "wrk_cpu_us": median([r.wrk_cpu_us for r in runs]),
         "count": count,
     }
 
