@@ -222,22 +222,57 @@ def test_increments_survive_a_closed_connection(app, hits):
 def terminate_backends(app, waiting_on_a_lock=False):
     """End the database sessions of the other connections, as a server restart would."""
     with app.app_context(), storage.db.engine.connect() as conn:
+        return (
+            conn.execute(
+                sa.text(
+                    # In the select list, so that only the rows WHERE keeps are terminated.
+                    "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND (NOT :waiting OR wait_event_type = 'Lock')"
+                ),
+                {"waiting": waiting_on_a_lock},
+            )
+            .scalars()
+            .all()
+        )
+
+
+def alive(app, pids):
+    """How many of these server sessions still exist."""
+    with app.app_context(), storage.db.engine.connect() as conn:
         return conn.execute(
-            sa.text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND (NOT :waiting OR wait_event_type = 'Lock')"
-            ),
-            {"waiting": waiting_on_a_lock},
+            sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(:pids)"),
+            {"pids": list(pids)},
         ).scalar_one()
 
 
 def test_a_connection_closed_between_batches_is_replaced_first(postgres_app):
     app = postgres_app
     assert app_increment(app) == 1
-    assert terminate_backends(app) >= 1
+    ended = terminate_backends(app)
+    assert ended
+    # pg_terminate_backend only signals; a restart is over once the old sessions are gone.
+    wait_until(lambda: alive(app, ended) == 0)
     assert app_increment(app) == 2
     assert read(app) == 2
+
+
+def test_pooled_connections_the_server_closed_are_replaced_at_checkout(postgres_app):
+    """Reads check out pooled connections; after a restart each is replaced, none fails."""
+    app = postgres_app
+    with app.app_context():
+        storage.create_token("reader", "a" * 64)
+        # Several connections at once, so that the pool keeps several.
+        with ThreadPoolExecutor(4) as pool:
+            assert set(pool.map(lambda _: read(app), range(40))) == {0}
+        assert storage.db.engine.pool.checkedin() > 1
+    ended = terminate_backends(app)
+    assert len(ended) > 1
+    wait_until(lambda: alive(app, ended) == 0)
+    with app.app_context():
+        assert [storage.find_token("a" * 64) for _ in range(5)] == ["reader"] * 5
+        assert [storage.read_counter("hits") for _ in range(5)] == [0] * 5
+        assert storage.database_reachable()
 
 
 def test_a_connection_lost_during_a_batch_fails_only_that_batch(postgres_app):
@@ -248,7 +283,7 @@ def test_a_connection_lost_during_a_batch_fails_only_that_batch(postgres_app):
         locker.execute(sa.text("LOCK TABLE counters IN ACCESS EXCLUSIVE MODE"))
         with ThreadPoolExecutor(1) as pool:
             blocked = pool.submit(app_increment, app)
-            wait_until(lambda: terminate_backends(app, waiting_on_a_lock=True) == 1)
+            wait_until(lambda: len(terminate_backends(app, waiting_on_a_lock=True)) == 1)
             with pytest.raises(sa.exc.DBAPIError) as failure:
                 blocked.result()
         locker.rollback()
