@@ -6,8 +6,8 @@ config, the same with the access log off, and the floor (``bench/bare.py``) unde
 with sync workers and with gthread workers at the same worker count. Each round drives every
 target in turn for the same time at the same connection count; the rounds alternate so that
 noise from other work on the machine falls on every target alike. Medians of the rounds go
-into the table, with the CPU time the server's processes and wrk spent per response, read
-from /proc and getrusage.
+into the table, with the CPU time the server's processes, PostgreSQL's when it runs on this
+machine, and wrk spent per response, read from /proc and getrusage.
 
 After every run the hit counter must have risen by at least the responses wrk received and
 by at most those plus the requests still in flight when wrk stopped. Anything else, or any
@@ -87,6 +87,9 @@ class Run:
     # CPU seconds the server's processes and wrk used during the run, per response, in us.
     server_cpu_us: float = float("nan")
     wrk_cpu_us: float = float("nan")
+    # PostgreSQL's processes on this machine, per response; zero for SQLite, which runs in
+    # the server's own processes.
+    database_cpu_us: float = 0.0
 
     @property
     def rps(self):
@@ -129,15 +132,7 @@ class Server:
 
     def cpu_seconds(self):
         """User and system CPU the master and its workers have used so far, all threads."""
-        ticks = 0
-        for pid in [self.process.pid, *children(self.process.pid)]:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            # utime and stime, the 14th and 15th fields of stat(5), counted after the name.
-            ticks += int(fields[11]) + int(fields[12])
-        return ticks / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds([self.process.pid, *children(self.process.pid)])
 
     def stop(self):
         """SIGTERM the whole session, then SIGKILL whatever is still there after 20 s."""
@@ -151,6 +146,31 @@ class Server:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout=10)
         self._log.close()
+
+
+def cpu_seconds(pids):
+    """User and system CPU these processes have used so far, all their threads included."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # utime and stime, the 14th and 15th fields of stat(5), counted after the name.
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds():
+    """CPU used so far by every PostgreSQL process on this machine, when it runs here."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if stat.read_text().strip() == "postgres":
+                pids.append(int(stat.parent.name))
+        except OSError:
+            pass
+    return cpu_seconds(pids)
 
 
 def children(pid):
@@ -281,13 +301,18 @@ def drive(wrk, target, base_url, seconds):
     )
 
 
-def measure(wrk, target, servers_by_name, counters, seconds):
+def measure(wrk, target, servers_by_name, counters, seconds, database_kind="sqlite"):
     """Drive a target and, for the service, see how far the hit counter moved meanwhile."""
     server = servers_by_name[target.server]
     before = counters.settled() if target.counted else None
+    on_postgresql = database_kind == "postgresql"
     cpu_before = server.cpu_seconds()
+    database_before = postgres_cpu_seconds() if on_postgresql else 0.0
     run = drive(wrk, target, server.url, seconds)
-    run.server_cpu_us = (server.cpu_seconds() - cpu_before) / max(run.requests, 1) * 1e6
+    responses = max(run.requests, 1)
+    run.server_cpu_us = (server.cpu_seconds() - cpu_before) / responses * 1e6
+    if on_postgresql:
+        run.database_cpu_us = (postgres_cpu_seconds() - database_before) / responses * 1e6
     if target.counted:
         run.hits_delta = counters.settled() - before
     return run
@@ -443,13 +468,13 @@ def bench(wrk, tmp, database, started):
     problems = []
     say(f"warming up ({WARMUP_SECONDS} s per target)")
     for target in targets:
-        run = measure(wrk, target, servers_by_name, counters, WARMUP_SECONDS)
+        run = measure(wrk, target, servers_by_name, counters, WARMUP_SECONDS, database.kind)
         problems += [f"warm-up {target.name}: {p}" for p in count_problems(target, run)]
 
     floors = []
     for number in range(1, ROUNDS + 1):
         for target in targets:
-            run = measure(wrk, target, servers_by_name, counters, SECONDS)
+            run = measure(wrk, target, servers_by_name, counters, SECONDS, database.kind)
             target.runs.append(run)
             problems += [f"round {number} {target.name}: {p}" for p in count_problems(target, run)]
             counted = "" if run.hits_delta is None else f"  hits +{run.hits_delta}"
@@ -473,14 +498,14 @@ def bench(wrk, tmp, database, started):
     say()
     say(
         "| endpoint | req/s | p50 ms | p99 ms | req/s ÷ floor | p99 ÷ floor p99 "
-        "| server CPU µs/resp | wrk CPU µs/resp | count check |"
+        "| server CPU µs/resp | database CPU µs/resp | wrk CPU µs/resp | count check |"
     )
-    say("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    say("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for row in rows:
         say(
             f"| {row['name']} | {row['rps']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
             f"{row['ratio']:.2f} | {row['p99_ratio']:.2f} | {row['server_cpu_us']:.0f} | "
-            f"{row['wrk_cpu_us']:.0f} | {row['count']} |"
+            f"{row['database_cpu_us']:.0f} | {row['wrk_cpu_us']:.0f} | {row['count']} |"
         )
     say()
 
@@ -563,6 +588,7 @@ def row(name, target, runs, floors):
         "p99_ratio": median([r.p99_ms / f.p99_ms for r, f in zip(runs, floors, strict=True)]),
         "server_cpu_us": median([r.server_cpu_us for r in runs]),
         "wrk_cpu_us": median([r.wrk_cpu_us for r in runs]),
+        "database_cpu_us": median([r.database_cpu_us for r in runs]),
         "count": count,
     }
 
