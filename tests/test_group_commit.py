@@ -275,6 +275,18 @@ def test_pooled_connections_the_server_closed_are_replaced_at_checkout(postgres_
         assert storage.database_reachable()
 
 
+def test_reads_in_autocommit_leave_the_pooled_connection_transactional(postgres_app):
+    """A read switches its connection to autocommit; the next user must get a transaction."""
+    app = postgres_app
+    with app.app_context():
+        storage.db.engine.dispose()
+        assert storage.read_counter("hits") == 0
+        with storage.db.engine.connect() as conn:
+            conn.execute(sa.text("INSERT INTO counters (name, slot, value) VALUES ('x', 0, 5)"))
+            conn.rollback()
+        assert storage.read_counter("x") == 0
+
+
 def test_a_connection_lost_during_a_batch_fails_only_that_batch(postgres_app):
     app = postgres_app
     assert app_increment(app) == 1
