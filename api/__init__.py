@@ -19,6 +19,10 @@ def create_app(test_config=None):
         template_folder=os.path.join(ROOT, "templates"),
         static_folder=os.path.join(ROOT, "static"),
     )
+    # Paths are matched as sent. Werkzeug would answer `/api//pizza` with an HTML redirect
+    # that merges the slashes; a client that sent a wrong path gets a 404 in the shape of the
+    # part it asked for instead.
+    app.url_map.merge_slashes = False
     app.config.from_object(Config())
     if test_config:
         app.config.update(test_config)

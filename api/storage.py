@@ -94,8 +94,13 @@ class UnknownName(Exception):
     """No token has this name."""
 
 
-class EphemeralDatabase(RuntimeError):
-    """SQLite on a disk that the platform wipes; a RuntimeError so gunicorn prints one line."""
+class EphemeralDatabase(SystemExit):
+    """SQLite on a disk that the platform wipes.
+
+    A SystemExit, so that the process ends with the message as its one line of output, whether
+    gunicorn or the release phase's ``flask db upgrade`` was building the app: gunicorn prints a
+    RuntimeError as one line, but the flask CLI would print a traceback around it.
+    """
 
 
 EPHEMERAL_SQLITE_MESSAGE = (

@@ -136,6 +136,10 @@ RAW_URLS = [
     "/api/..%2f..%2fetc%2fpasswd",
     "/api/../../etc/passwd",
     "/api/pizza/../../errors",
+    # Doubled slashes are not merged into a redirect: the path is wrong, so it is a 404.
+    "/api//pizza",
+    "/api//",
+    "/api/pizza/",
 ]
 
 
