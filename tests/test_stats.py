@@ -122,7 +122,9 @@ def test_stats_page_draws_both_charts_without_errors_for_the_public(client, hits
     response = client.get("/stats")
     assert response.status_code == 200
     html = response.get_data(as_text=True)
-    assert html.count("<svg") == 2
+    assert html.count('<svg class="bars"') == 2
+    # Each chart's value axis is a column of its own beside the bars.
+    assert html.count('<svg class="value-axis"') == 2
     assert f'id="total-hits">{hits():,}<' in html
     assert 'id="total-errors"' not in html
     assert "series-errors" not in html
