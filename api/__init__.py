@@ -42,11 +42,12 @@ def create_app(test_config=None):
     Migrate(app, storage.db, directory=os.path.join(ROOT, "migrations"))
     # Hit and error counting hooks, ahead of everything that answers a request.
     counting.init_app(app)
-    # Rate limits, checked after the hit is counted: a 429 is a counted error.
-    rate_limits.init_app(app)
     # The API's resources, then the pages beside them.
     resources.init_app(app)
     pages.init_app(app)
+    # Rate limits, checked after the hit is counted (a 429 is a counted error), once every
+    # route they guard exists.
+    rate_limits.init_app(app)
     # The OpenAPI document, built from every route registered above.
     openapi.init_app(app)
     # `flask token ...`.

@@ -128,6 +128,9 @@ def optional_token(view):
             return checked(*args, **kwargs)
         return view(*args, **kwargs)
 
+    # Tells the rate limiter that this view checks a token, so that wrong ones spend the
+    # failed-token budget here too.
+    decorated.reads_token = True
     return decorated
 
 

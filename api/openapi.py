@@ -22,7 +22,8 @@ VERSION = "1.0.0"
 
 DESCRIPTION = (
     "A small REST API that answers with data by name and counts every request it serves. "
-    'Every answer under /api is JSON in one envelope, {"type": ..., "content": ...}, '
+    "Every answer under /api, except the OpenAPI document at /api/openapi.json, is JSON in "
+    'one envelope, {"type": ..., "content": ...}, '
     'where type names what content holds and errors have the type "Error".'
 )
 

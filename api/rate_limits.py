@@ -12,14 +12,6 @@ from flask import current_app, g, request
 from flask_limiter import ApplicationLimit, Limiter
 
 from . import auth
-from .resources import ROUTES
-from .resources.data import ApiResource
-
-# The endpoints whose views check a token anyway. Only there does the limiter look one up, and
-# the view reuses that answer, so limiting never adds a database round trip.
-TOKEN_ENDPOINTS = frozenset(
-    endpoint for resource, _, endpoint in ROUTES if issubclass(resource, ApiResource)
-)
 
 # CORS preflights and the platform's health checks never touch a limit: neither is a hit.
 UNLIMITED_METHODS = frozenset({"OPTIONS"})
@@ -51,10 +43,22 @@ def unlimited():
     return request.method in UNLIMITED_METHODS or request.path in UNLIMITED_PATHS
 
 
+def token_endpoints(app):
+    """The endpoints whose views check a token anyway: the API resources and every page behind
+    ``optional_token``. Only there does the limiter look one up, and the view reuses that
+    answer, so limiting never adds a database round trip."""
+    return frozenset(
+        endpoint
+        for endpoint, view in app.view_functions.items()
+        # A Resource's view carries its class; a decorated page function carries the mark.
+        if getattr(getattr(view, "view_class", view), "reads_token", False)
+    )
+
+
 def identify_client():
     """Before the limits are checked: note whether a token came, and whose it is."""
     token = None
-    if request.endpoint in TOKEN_ENDPOINTS and not unlimited():
+    if request.endpoint in current_app.extensions["token_endpoints"] and not unlimited():
         token = auth.presented_token()
     g.rate_limit_token_presented = token is not None
     g.rate_limit_holder = auth.verify_token(token) if token else None
@@ -153,3 +157,4 @@ def init_app(app):
 
     limiter.init_app(app)
     app.extensions["rate_limiter"] = limiter
+    app.extensions["token_endpoints"] = token_endpoints(app)

@@ -40,9 +40,11 @@ API_PATHS = re.compile(r"/api(/|$)")
 
 
 def add_security_headers(response):
-    """Headers for every response, the page CSP for HTML, no-store when a token came."""
+    """Headers for every response, the page CSP for pages, no-store when a token came."""
     headers = response.headers
-    headers.extend(PAGE_HEADERS if response.mimetype == "text/html" else DATA_HEADERS)
+    # Nothing under /api is a page, not even the empty text/html answer to a CORS preflight.
+    page = response.mimetype == "text/html" and not API_PATHS.match(request.path)
+    headers.extend(PAGE_HEADERS if page else DATA_HEADERS)
     if request.is_secure:
         headers["Strict-Transport-Security"] = HSTS
     if auth.credentials_presented():

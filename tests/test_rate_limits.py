@@ -12,8 +12,6 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from api import rate_limits
-
 from . import servers
 
 LIMIT = 3
@@ -205,9 +203,20 @@ def test_unreachable_storage_falls_back_to_per_process_limits(make_app):
     assert statuses(client, LIMIT + 1) == [200] * LIMIT + [429]
 
 
-def test_token_endpoints_are_the_api_resources():
-    assert {"data_query", "typed_data"} <= rate_limits.TOKEN_ENDPOINTS
-    assert "health" not in rate_limits.TOKEN_ENDPOINTS
+def test_token_endpoints_are_every_view_that_checks_a_token(make_app):
+    endpoints = make_app(**LIMITED).extensions["token_endpoints"]
+    assert endpoints == {"data_query", "typed_data", "teapot", "stats", "pages.stats"}
+
+
+def test_failed_token_attempts_on_the_stats_page_spend_the_same_budget(make_app):
+    limited = make_app(**{**LIMITED, "RATELIMIT_PER_CLIENT": "100 per minute"}).test_client()
+    guesses = [
+        limited.get("/stats", query_string={"token": f"rapi_guess{i}"}).status_code
+        for i in range(3)
+    ]
+    assert guesses == [401, 401, 429]
+    # The budget is the address's, wherever it guessed: the API refuses it as well.
+    assert limited.get("/api/errors", query_string={"token": "rapi_guess4"}).status_code == 429
 
 
 # Server tests: real gunicorn workers, each its own process.
