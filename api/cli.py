@@ -22,7 +22,8 @@ def create_token(name):
         storage.create_token(name, tokens.hash_token(secret))
     except storage.DuplicateName:
         raise click.ClickException(
-            f"a token called {name!r} already exists; pick another name or revoke it"
+            f"a token called {name!r} already exists; names stay taken after a revoke, so "
+            "that `token list` keeps each token's history: pick another name"
         ) from None
     click.echo(f"Created token {name!r}. Store it now: it cannot be shown again.", err=True)
     # Alone on the last line of stdout, so that scripts can capture it with tail -n 1.

@@ -25,6 +25,14 @@ def test_duplicate_name_is_a_clear_error(runner, token):
     result = runner.invoke(args=["token", "create", "test-client"])
     assert result.exit_code == 1
     assert "already exists" in result.output
+    assert "pick another name" in result.output
+
+
+def test_a_revoked_name_stays_taken(runner, token):
+    runner.invoke(args=["token", "revoke", "test-client"])
+    result = runner.invoke(args=["token", "create", "test-client"])
+    assert result.exit_code == 1
+    assert "names stay taken after a revoke" in result.output
 
 
 def test_list_shows_names_and_state_never_secrets(runner, token):
