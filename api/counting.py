@@ -34,8 +34,11 @@ def count_error(response):
 
 
 def current_hits():
-    """The hit count this request saw, itself included."""
-    return g.hit_count
+    """The hit count this request saw, itself included; for a request that is not a hit (a
+    HEAD asking what a GET would answer), the committed total."""
+    if "hit_count" in g:
+        return g.hit_count
+    return storage.read_counter("hits")
 
 
 def init_app(app):

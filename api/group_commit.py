@@ -6,9 +6,10 @@ first thread that queued meanwhile. Every caller returns only once the transacti
 its increment has committed, so an acknowledged increment is as durable as a lone one, while
 a busy process commits a handful of increments per transaction instead of one.
 
-Each caller gets its own exact number: the counter's total just after its increment. A
-batch's transaction reports the total after all of its increments, and the callers of the
-batch are numbered backwards from it, in the order they queued.
+Each caller gets its own number: the counter's total just after its increment, as its
+transaction saw it. A batch's transaction reports the total after all of its increments, and
+the callers of the batch are numbered backwards from it, in the order they queued. Numbers
+are unique within a process; across processes that is up to the database (see storage.py).
 """
 
 import os
@@ -76,24 +77,32 @@ class GroupCommit:
         os.sched_yield()
         with self._mutex:
             batch, self._queue = self._queue, []
+        try:
+            self._settle(batch)
+        finally:
+            # Whatever happened above, the lead passes on and every caller wakes: a thread
+            # left asleep here would never return, and every later increment would queue
+            # behind a leader that is gone.
+            with self._mutex:
+                successor = self._queue[0] if self._queue else None
+                self._leading = successor is not None
+            if successor is not None:
+                successor.lead = True
+                successor.wake()
+            for ticket in batch:
+                if ticket is not own:
+                    ticket.wake()
+
+    def _settle(self, batch):
+        """Commit a batch and give each of its tickets a total, or the batch's error."""
         amounts = {}
         for ticket in batch:
             amounts[ticket.name] = amounts.get(ticket.name, 0) + ticket.amount
         try:
             totals = self._commit(amounts)
-        except BaseException as error:  # noqa: BLE001 - every caller of the batch must hear of it
-            for ticket in batch:
-                ticket.error = error
-        else:
             for ticket in reversed(batch):
                 ticket.total = totals[ticket.name]
                 totals[ticket.name] -= ticket.amount
-        with self._mutex:
-            successor = self._queue[0] if self._queue else None
-            self._leading = successor is not None
-        if successor is not None:
-            successor.lead = True
-            successor.wake()
-        for ticket in batch:
-            if ticket is not own:
-                ticket.wake()
+        except BaseException as error:  # noqa: BLE001 - every caller of the batch must hear of it
+            for ticket in batch:
+                ticket.error = error

@@ -66,7 +66,10 @@ _SUM = "SELECT CAST(COALESCE(SUM(value), 0) AS BIGINT) FROM counters WHERE name 
 
 # PostgreSQL adds a whole batch in one statement, committed on its own, so that a batch is one
 # round trip. The final SELECT sees the snapshot from before the writes in its CTEs, hence the
-# added amounts.
+# added amounts. So the total a batch reports holds every hit committed before its statement
+# began plus its own; two workers whose statements overlap on different slots may report the
+# same number. Taking the total from one serialised row would make the numbers unique and
+# bring back the hot row the slots are there to avoid. The stored total is exact either way.
 _INCREMENT_BATCH_ONE_TRIP = sa.text(
     "WITH batch AS (SELECT * FROM unnest(CAST(:names AS VARCHAR[]), CAST(:amounts AS BIGINT[])) "
     "AS b(name, amount)), "

@@ -76,3 +76,41 @@ def test_counts_are_shared_by_apps_on_one_database(make_app, hits):
     c = first.get("/api/hits").get_json()["content"]
     assert (b, c) == (a + 1, a + 2)
     assert hits() == a + 2
+
+
+# Every GET the service answers, asked with HEAD: monitors and link checkers send these.
+HEAD_PATHS = [
+    "/",
+    "/docs",
+    "/stats",
+    "/api?data=1",
+    "/api?data=hits",
+    "/api/hits",
+    "/api/pizza",
+    "/api/stats",
+    "/api/openapi.json",
+    "/api/errors",
+    "/api/nothing",
+    "/api/teapot",
+    "/healthz",
+    "/nowhere",
+]
+
+
+@pytest.mark.parametrize("path", HEAD_PATHS)
+def test_head_answers_as_get_would_without_a_body_or_a_hit(client, hits, path):
+    before_hits, before_errors = hits(), hits("errors")
+    head = client.head(path)
+    assert head.data == b""
+    assert (hits(), hits("errors")) == (before_hits, before_errors)
+    get = client.get(path)
+    assert head.status_code == get.status_code
+    assert head.mimetype == get.mimetype
+
+
+def test_head_reads_the_hit_count_without_adding_to_it(client, hits):
+    client.get("/api?data=1")
+    total = hits()
+    assert client.head("/api?data=hits").status_code == 200
+    # The same count a GET reports, less the GET itself.
+    assert client.get("/api?data=hits").get_json()["content"] == total + 1

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import sqlalchemy as sa
 
-from api import config, create_app, storage
+from api import config, create_app, group_commit, storage
 
 from .conftest import migrate
 
@@ -197,6 +197,44 @@ def test_failed_commit_fails_exactly_its_batch(locked_app, hits):
     assert app_increment(app) == 2
     assert hits() == 2
     assert history_total(app) == 2
+
+
+def test_a_commit_that_answers_wrongly_fails_its_batch_and_hangs_nothing():
+    """A commit that returns no total for a name is a bug; its callers hear of it, and the
+    lead still passes on, so that later increments neither hang nor fail."""
+    broken = threading.Event()
+    broken.set()
+    committed = {"hits": 0}
+
+    def commit(amounts):
+        committed["hits"] += amounts["hits"]
+        return {} if broken.is_set() else dict(committed)
+
+    group = group_commit.GroupCommit(commit)
+
+    def from_threads(count=8):
+        """Each thread's answer; daemon threads, so that a hang fails the test, not the run."""
+        start, answers = threading.Barrier(count), []
+
+        def work():
+            start.wait()
+            try:
+                answers.append(group.increment("hits"))
+            except KeyError as error:
+                answers.append(error)
+
+        threads = [threading.Thread(target=work, daemon=True) for _ in range(count)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 10
+        for thread in threads:
+            thread.join(timeout=max(0, deadline - time.monotonic()))
+        assert not any(thread.is_alive() for thread in threads), "an increment never returned"
+        return answers
+
+    assert all(isinstance(answer, KeyError) for answer in from_threads())
+    broken.clear()
+    assert sorted(from_threads()) == list(range(9, 17))
 
 
 def test_failed_commit_answers_503_and_the_server_recovers(locked_app, hits):
