@@ -43,9 +43,15 @@ JSON_PATHS = ("/api", "/healthz")
 
 
 def wants_json():
-    """API clients get JSON errors; people in a browser get the HTML error page."""
+    """API paths answer errors in JSON. Elsewhere people in a browser get the HTML error page,
+    and a client that asks for JSON rather than HTML (a mistyped API path, say) gets JSON."""
     path = request.path
-    return any(path == p or path.startswith(p + "/") for p in JSON_PATHS)
+    if any(path == p or path.startswith(p + "/") for p in JSON_PATHS):
+        return True
+    # Browsers name text/html first; a bare */* or no Accept at all ties, and the page wins.
+    return request.accept_mimetypes.best_match(("text/html", "application/json")) == (
+        "application/json"
+    )
 
 
 def error_shape():

@@ -119,6 +119,26 @@ def test_browser_errors_get_the_html_page(client, path, status):
     assert 'href="/static/style.css"' in html
 
 
+@pytest.mark.parametrize(
+    ("accept", "mimetype"),
+    [
+        (None, "text/html"),
+        ("*/*", "text/html"),
+        ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "text/html"),
+        ("text/html, application/json", "text/html"),
+        ("application/json", "application/json"),
+        ("application/json, text/html;q=0.5", "application/json"),
+        ("application/problem+json", "application/problem+json"),
+    ],
+)
+def test_outside_the_api_a_client_that_asks_for_json_gets_it(client, accept, mimetype):
+    response = client.get("/apii", headers={"Accept": accept} if accept else {})
+    assert response.status_code == 404
+    assert response.mimetype == mimetype
+    if mimetype == "application/json":
+        assert response.get_json() == {"type": "Error", "content": "Not found"}
+
+
 def test_page_method_not_allowed_is_html(client):
     response = client.post("/docs")
     assert response.status_code == 405
