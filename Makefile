@@ -8,9 +8,13 @@ export PORT
 
 .PHONY: run test lint format bench clean
 
-# The app's dependencies; reinstalled whenever requirements.txt changes.
+# The app's dependencies; reinstalled whenever requirements.txt changes. A venv that lacks
+# pip (left by a failed `python3 -m venv`, say on Debian without python3-venv) is made again.
 $(VENV)/.app-installed: requirements.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+		echo "Python 3.11 or newer is needed; $(PYTHON) is $$($(PYTHON) -V 2>&1)." \
+			"Run with PYTHON=python3.11 (or newer)." >&2; exit 1; }
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $@
@@ -20,14 +24,16 @@ $(VENV)/.dev-installed: $(VENV)/.app-installed requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-# Migrate the embedded SQLite database, then serve the Procfile's web process.
+# Migrate the embedded SQLite database, then serve the Procfile's web process. It listens on
+# 127.0.0.1 only: a dyno binds every interface, a laptop need not share its dev server.
 run: $(VENV)/.app-installed
 	$(BIN)/flask --app api db upgrade
 	@echo
 	@echo "Serving on http://127.0.0.1:$(PORT)"
 	@echo "Create a token in another shell with: $(BIN)/flask --app api token create NAME"
 	@echo
-	PATH="$(CURDIR)/$(BIN):$$PATH" sh -c "exec $$(sed -n 's/^web: *//p' Procfile)"
+	PATH="$(CURDIR)/$(BIN):$$PATH" GUNICORN_CMD_ARGS="--bind 127.0.0.1:$(PORT) $$GUNICORN_CMD_ARGS" \
+		sh -c "exec $$(sed -n 's/^web: *//p' Procfile)"
 
 test: $(VENV)/.dev-installed lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

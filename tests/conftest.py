@@ -271,3 +271,10 @@ def pytest_runtest_makereport(item, call):
     if report.skipped and os.environ.get("FAIL_ON_SKIP") == "1" and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped under FAIL_ON_SKIP=1: {report.longrepr}"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A run that collected no tests fails (pytest's own status 5 passes through make as a
+    generic 2): a suite that silently found nothing to run must not look like a pass."""
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
