@@ -51,5 +51,6 @@ format: $(VENV)/.dev-installed
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# instance/ is left alone: it holds the local database, with its counts and token hashes.
 clean:
-	rm -rf $(VENV) instance .pytest_cache test-artifacts
+	rm -rf $(VENV) .pytest_cache test-artifacts
