@@ -6,6 +6,7 @@ gunicorn rejects malformed HTTP before the app sees a request. All of them end i
 :func:`error_document`, so a client sees one shape for every error.
 """
 
+import json
 import sys
 
 import sqlalchemy as sa
@@ -97,8 +98,12 @@ def error_response(status, message=None, headers=(), description=None):
         )
         response = current_app.response_class(page, mimetype="text/html")
     else:
-        response = current_app.json.response(error_document(status, message, shape))
-        response.mimetype = PROBLEM_MIMETYPE if shape == PROBLEM else ENVELOPE_MIMETYPE
+        # Serialised as Flask-RESTful serialises the answers that succeed, so that an error
+        # reads {"type": "Error", "content": ...} like the tutorial's, not with sorted keys.
+        response = current_app.response_class(
+            json.dumps(error_document(status, message, shape)) + "\n",
+            mimetype=PROBLEM_MIMETYPE if shape == PROBLEM else ENVELOPE_MIMETYPE,
+        )
     response.status_code = status
     # The same URL answers errors in a shape chosen by Accept, so caches must key on it.
     response.vary.add("Accept")

@@ -180,3 +180,9 @@ def test_any_accept_header_gets_json(client, accept):
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/json"
     assert envelope(response) == ("Pizza", "There are 10 pizzas being made in the pizzeria")
+
+
+def test_errors_are_written_like_the_answers_that_succeed(client):
+    """One envelope, one way of writing it: "type" first, as the tutorial shows it."""
+    assert client.get("/api/pizza").data.startswith(b'{"type": "Pizza", "content": ')
+    assert client.get("/api/coffee").data == b'{"type": "Error", "content": "Type not available"}\n'
