@@ -37,7 +37,7 @@ class CapturedReply:
 def error_reply(status):
     """A complete HTTP response carrying the envelope, with the headers every answer has."""
     document = errors.error_document(status, errors.standard_message(status))
-    body = json.dumps(document).encode()
+    body = (json.dumps(document) + "\n").encode()
     lines = [
         f"HTTP/1.1 {status} {HTTP_STATUS_CODES.get(status, 'Error')}",
         "Connection: close",
