@@ -84,22 +84,32 @@ ERROR_HEADERS = {
         }
     },
 }
+# The examples are a client spent under the default limit of 120 requests a minute.
 ERROR_HEADERS[429] = {
     "Retry-After": {**ERROR_HEADERS[503]["Retry-After"], "example": 30},
     "RateLimit-Limit": {
         "description": "Requests allowed in the current window.",
         "required": True,
         "schema": {"type": "integer", "minimum": 0},
+        "example": 120,
     },
     "RateLimit-Remaining": {
         "description": "Requests left in the current window.",
         "required": True,
         "schema": {"type": "integer", "minimum": 0},
+        "example": 0,
     },
     "RateLimit-Reset": {
         "description": "Seconds until the window resets.",
         "required": True,
         "schema": {"type": "integer", "minimum": 0},
+        "example": 30,
+    },
+    "RateLimit-Policy": {
+        "description": "The limit and its window in seconds, as `limit;w=seconds`.",
+        "required": True,
+        "schema": {"type": "string"},
+        "example": "120;w=60",
     },
 }
 

@@ -325,6 +325,17 @@ def component_examples(spec, status):
     return {example["value"]["content"] for example in examples["examples"].values()}
 
 
+def test_every_documented_header_has_an_example(spec):
+    """/docs shows each header as `Name: example`; one without would read `Name:`."""
+    documented = [
+        (name, header)
+        for response in spec["components"]["responses"].values()
+        for name, header in response.get("headers", {}).items()
+    ]
+    assert documented
+    assert [name for name, header in documented if "example" not in header] == []
+
+
 def test_shared_limit_errors_are_what_the_app_answers(make_app):
     app = make_app(
         RATELIMIT_ENABLED=True,
