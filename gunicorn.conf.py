@@ -13,10 +13,14 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # answering malformed HTTP in the API's error shape (api/gunicorn_worker.py).
 worker_class = "api.gunicorn_worker.EnvelopeErrorWorker"
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# Long enough for a client's next request to reuse its connection, short enough that idle
+# connections do not pile up in a worker; platform routers keep theirs open far shorter.
 keepalive = 5
 
 # Platform routers give up after 30 s; a worker stuck longer than that is restarted.
 timeout = 30
+# On a restart or deploy, requests in flight get this long to finish, and their hits to
+# commit, before the worker is stopped; platforms send SIGKILL 30 s after SIGTERM.
 graceful_timeout = 20
 
 # Load the app once in the master, so that a broken app fails the boot instead of every
@@ -41,7 +45,8 @@ forwarded_allow_ips = ""
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
 errorlog = "-"
 
-# The access log masks ?token=... so that query-string tokens never land in a log.
+# Both logs mask tokens wherever they could appear (?token=..., Authorization headers, anything
+# shaped like a token), so that no secret a client sends lands in a log.
 logger_class = "api.access_log.TokenMaskingLogger"
 
 # gunicorn's runtime control socket lives in $HOME and would clash between two servers on one

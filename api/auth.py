@@ -14,6 +14,13 @@ from werkzeug.exceptions import HTTPException
 
 from . import errors, storage, tokens
 
+# What a request that sends its token the wrong way is told; the spec lists these too.
+SENT_TWO_WAYS = "Send the token in the Authorization header or in the token parameter, not both"
+MALFORMED_HEADER = "Malformed Authorization header; expected 'Authorization: Bearer <token>'"
+QUERY_STRING_DISABLED = (
+    "Tokens in the query string are disabled on this server; send 'Authorization: Bearer <token>'"
+)
+
 
 class HeaderOrQueryTokenAuth(HTTPTokenAuth):
     """Bearer tokens from the header or, for the tutorial's clients, from the query string."""
@@ -27,27 +34,15 @@ class HeaderOrQueryTokenAuth(HTTPTokenAuth):
         header = request.headers.get("Authorization")
         query = request.args.get("token")
         if header is not None and query is not None:
-            abort(
-                400,
-                description="Send the token in the Authorization header or in the "
-                "token parameter, not both",
-            )
+            abort(400, description=SENT_TWO_WAYS)
         if header is not None:
             parts = header.split()
             if len(parts) != 2 or parts[0].lower() != self.scheme.lower():
-                abort(
-                    400,
-                    description="Malformed Authorization header; "
-                    "expected 'Authorization: Bearer <token>'",
-                )
+                abort(400, description=MALFORMED_HEADER)
             return Authorization(self.scheme, token=parts[1])
         if query is not None:
             if not current_app.config["ALLOW_QUERY_TOKEN"]:
-                abort(
-                    400,
-                    description="Tokens in the query string are disabled on this "
-                    "server; send 'Authorization: Bearer <token>'",
-                )
+                abort(400, description=QUERY_STRING_DISABLED)
             # An empty ?token= is no token at all, not a wrong one.
             return Authorization(self.scheme, token=query) if query else None
         return None
@@ -86,12 +81,6 @@ def presented_token():
         # The view answers the malformed request with its 400; here it simply has no token.
         return None
     return credentials.token if credentials is not None else None
-
-
-def token_holder():
-    """The name of the valid token this request carries, or None."""
-    token = presented_token()
-    return verify_token(token) if token else None
 
 
 def token_rejected():

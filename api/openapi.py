@@ -14,7 +14,7 @@ from flask import current_app
 from flask.views import MethodView
 from werkzeug.http import HTTP_STATUS_CODES
 
-from . import catalogue
+from . import auth, catalogue, rate_limits, security
 from .errors import PROBLEM_MIMETYPE, RETRY_AFTER_SECONDS, STANDARD_MESSAGES
 
 TITLE = "REST API"
@@ -112,13 +112,6 @@ ERROR_HEADERS[429] = {
         "example": "120;w=60",
     },
 }
-
-# What auth.py answers when a token is sent the wrong way.
-SENT_TWO_WAYS = "Send the token in the Authorization header or in the token parameter, not both"
-MALFORMED_HEADER = "Malformed Authorization header; expected 'Authorization: Bearer <token>'"
-QUERY_STRING_DISABLED = (
-    "Tokens in the query string are disabled on this server; send 'Authorization: Bearer <token>'"
-)
 
 # The name of a request example that needs a token; the docs send one with it.
 PRIVATE_EXAMPLE = "with-token"
@@ -260,9 +253,6 @@ def envelope_schema(type_, content, description=None):
 
 def shared_error_messages(config):
     """The messages the app's own limits answer with, for the shared 413 and 429 responses."""
-    # Imported here: both read the route table, whose resources import this module.
-    from . import rate_limits, security
-
     return {
         413: [security.body_too_large(config["MAX_CONTENT_LENGTH"])],
         429: [rate_limits.TOO_MANY_REQUESTS, rate_limits.TOO_MANY_FAILED_TOKENS],
@@ -396,9 +386,9 @@ def error_response(status, messages):
 
 def token_errors(allow_query_token):
     """What any operation that reads a token answers with 400 when the token is sent badly."""
-    messages = [SENT_TWO_WAYS, MALFORMED_HEADER]
+    messages = [auth.SENT_TWO_WAYS, auth.MALFORMED_HEADER]
     if not allow_query_token:
-        messages.append(QUERY_STRING_DISABLED)
+        messages.append(auth.QUERY_STRING_DISABLED)
     return messages
 
 
@@ -423,11 +413,8 @@ def _operation(view_class, method, path, endpoint, token_schemes, allow_query_to
     responses = dict(declared["responses"])
     for status in sorted(messages):
         responses[status] = error_response(status, messages[status])
-    # Imported here: rate_limits reads the route table, whose resources import this module.
-    from .rate_limits import UNLIMITED_PATHS
-
     shared = list(EVERY_OPERATION)
-    if path not in UNLIMITED_PATHS:
+    if path not in rate_limits.UNLIMITED_PATHS:
         shared.append(RATE_LIMITED)
     if declared["body"]:
         shared.append(BODY_TOO_LARGE)

@@ -8,7 +8,7 @@ import schemathesis
 from flask_restful import Resource
 from hypothesis import HealthCheck, settings
 
-from api import catalogue, create_app, errors, openapi, reference
+from api import auth, catalogue, create_app, errors, openapi, reference
 from api.resources import data
 
 # Routes for people or files, which the API spec leaves out on purpose.
@@ -124,7 +124,7 @@ def test_without_query_tokens_the_spec_offers_only_the_header(make_app):
     messages = [
         e["value"]["content"] for e in bad_requests["application/json"]["examples"].values()
     ]
-    assert openapi.QUERY_STRING_DISABLED in messages
+    assert auth.QUERY_STRING_DISABLED in messages
 
 
 def test_every_error_status_has_the_envelope_and_an_example(spec):
@@ -197,13 +197,13 @@ def trigger(spec, operation_id, status, message, token):
     requests = reference.example_requests(spec, path, method, operation)
     public = request_kwargs(requests[0])
     separator = "&" if "?" in public["path"] else "?"
-    if message == openapi.SENT_TWO_WAYS:
+    if message == auth.SENT_TWO_WAYS:
         return {
             **public,
             "path": f"{public['path']}{separator}token={token}",
             "headers": {"Authorization": f"Bearer {token}"},
         }
-    if message == openapi.MALFORMED_HEADER:
+    if message == auth.MALFORMED_HEADER:
         return {**public, "headers": {"Authorization": f"Basic {token}"}}
     if status == 401:
         private = next(r for r in requests if r.with_token)

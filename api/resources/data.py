@@ -1,10 +1,10 @@
 """The data resources: ``/api?data=<kind>``, ``/api/<kind>`` and the teapot."""
 
 from flask import abort, request
-from flask_restful import Resource
 
 from .. import catalogue, openapi
-from ..auth import auth, optional_token
+from ..auth import auth
+from .base import ApiResource
 
 NO_DATA = "No data requested"
 UNKNOWN_DATA = "Data specified does not exist"
@@ -12,14 +12,6 @@ UNKNOWN_TYPE = "Type not available"
 INVALID_JSON = "Request body is not valid JSON"
 NOT_AN_OBJECT = 'JSON body must be an object, like {"data": "hits"}'
 NOT_A_STRING = "data must be a string"
-
-
-class ApiResource(Resource):
-    """Every API resource reads an optional token; each kind decides whether it needs one."""
-
-    method_decorators = [optional_token]
-    # Tells the spec that every method reads a token, with the 400s a badly sent one gets.
-    reads_token = True
 
 
 def answer(name, unknown_message):

@@ -1,7 +1,7 @@
 """``/api/stats``: traffic over time as JSON, the same series the ``/stats`` page draws."""
 
 from .. import openapi, traffic
-from .data import ApiResource
+from .base import ApiResource
 
 
 def _example():
