@@ -15,8 +15,8 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
 # Every status the service answers with an error, and the short message the envelope carries
-# when the code that failed gave none of its own. Docs and the OpenAPI spec enumerate errors
-# from here; 414 and 431 come from gunicorn, before a request reaches the app.
+# when the code that failed gave none of its own. openapi.ERROR_STATUSES describes the same
+# statuses (the app refuses to start if they differ); 414 and 431 come from gunicorn.
 STANDARD_MESSAGES = {
     400: "Bad request",
     401: "Not authenticated",
