@@ -44,7 +44,12 @@ APP_ENV = (
     "PROXY_FIX_X_PORT",
     "PROXY_FIX_X_PREFIX",
     "CORS_ORIGINS",
+    "SQLITE_BUSY_TIMEOUT_MS",
 )
+
+# Gone before any test module is imported, too: some build an app at collection time.
+for _name in APP_ENV:
+    os.environ.pop(_name, None)
 
 
 @pytest.fixture(autouse=True)

@@ -176,6 +176,14 @@ class Server:
             self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def wait_for_output(self, text, timeout=10):
+        """Wait until the server has written text; fail with its output if it never does."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} never appeared in:\n{self.output()}")
+            time.sleep(0.05)
+
     def kill(self):
         """SIGKILL the master and every worker at once: the harshest crash there is."""
         try:

@@ -2,6 +2,7 @@
 
 import os
 import re
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -254,12 +255,19 @@ def served(server):
 
 def hammer_both_workers(server):
     """Send concurrent requests until each of two workers has answered over SHARED_LIMIT."""
+    sent = 0
     with ThreadPoolExecutor(16) as pool:
         for _ in range(25):
             list(pool.map(lambda _: status_of(server.url + "/api/pizza"), range(32)))
+            sent += 32
             per_worker = Counter(pid for pid, _ in served(server))
             if len(per_worker) == 2 and min(per_worker.values()) > SHARED_LIMIT:
                 break
+    # gunicorn logs each request just after answering it: wait for the last lines.
+    deadline = time.monotonic() + 10
+    while len(served(server)) < sent and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(served(server)) == sent
     per_worker = Counter(pid for pid, _ in served(server))
     assert len(per_worker) == 2, f"one worker answered everything: {per_worker}"
     assert min(per_worker.values()) > SHARED_LIMIT, per_worker

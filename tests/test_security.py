@@ -43,6 +43,11 @@ def test_every_response_carries_the_security_headers(client, method, path, kwarg
         assert "Strict-Transport-Security" not in response.headers
 
 
+def test_data_csp_allows_nothing():
+    directives = dict(d.strip().split(" ", 1) for d in security.DATA_CSP.split(";"))
+    assert directives == {"default-src": "'none'", "frame-ancestors": "'none'"}
+
+
 def test_page_csp_allows_only_the_app_itself():
     directives = dict(d.strip().split(" ", 1) for d in security.PAGE_CSP.split(";"))
     assert directives["default-src"] == "'self'"
