@@ -106,6 +106,24 @@ class EphemeralDatabase(SystemExit):
     """
 
 
+class InvalidSetting(SystemExit):
+    """A setting the service cannot run with; the process ends with one line that says so."""
+
+
+# Slots are numbered in a SMALLINT column.
+MAX_COUNTER_SLOTS = 32767
+
+# SQLSTATEs that mean this server cannot do the work now, though the connection still answers:
+# a primary turned read-only standby by a failover (25006), or a server shutting down or
+# starting up. The connection is dropped like a broken one, and the request answers 503.
+UNAVAILABLE_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03"})
+
+
+def server_unavailable(error):
+    """Whether a driver error says the database cannot serve now, rather than that we erred."""
+    return getattr(error, "sqlstate", None) in UNAVAILABLE_SQLSTATES
+
+
 EPHEMERAL_SQLITE_MESSAGE = (
     "Refusing to start: DYNO is set, so this disk is wiped at every restart and not shared "
     "between dynos, and SQLite on it would lose every count; set DATABASE_URL to the "
@@ -121,8 +139,9 @@ def engine_options(config, url):
     if url.get_backend_name() == "sqlite":
         return {}
     options = {
-        # One connection per gunicorn thread, so that no request waits for another's.
-        "pool_size": config["DB_POOL_SIZE"] or config["GUNICORN_THREADS"],
+        # One connection per gunicorn thread, so that no request waits for another's, and one
+        # more that the counter writer keeps for itself (CounterWriter).
+        "pool_size": (config["DB_POOL_SIZE"] or config["GUNICORN_THREADS"]) + 1,
         "max_overflow": config["DB_MAX_OVERFLOW"],
         # A request that cannot get a connection answers 503 before a router's 30 s run out.
         "pool_timeout": 10,
@@ -130,7 +149,17 @@ def engine_options(config, url):
         # check. init_app tests each connection without one (drop_closed_connections).
     }
     if url.get_backend_name() == "postgresql":
-        options["connect_args"] = {"connect_timeout": config["DB_CONNECT_TIMEOUT"]}
+        options["connect_args"] = {
+            "connect_timeout": config["DB_CONNECT_TIMEOUT"],
+            # A server that stops acknowledging what was sent drops the connection after the
+            # statement timeout, and idle connections are probed, so that a dead peer or a
+            # half-open network path fails a request instead of hanging it.
+            "tcp_user_timeout": config["DB_STATEMENT_TIMEOUT_MS"],
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        }
     return options
 
 
@@ -138,6 +167,12 @@ def init_app(app):
     """Bind the engine to the app: a pool sized to gunicorn for PostgreSQL, and for SQLite the
     settings concurrent workers need, refused where the platform's disk is ephemeral."""
     url = sa.engine.make_url(app.config["SQLALCHEMY_DATABASE_URI"])
+    slots = app.config["COUNTER_SLOTS"]
+    if not 1 <= slots <= MAX_COUNTER_SLOTS:
+        raise InvalidSetting(
+            f"Refusing to start: COUNTER_SLOTS is {slots}; "
+            f"it must be from 1 to {MAX_COUNTER_SLOTS}."
+        )
     if url.get_backend_name() == "sqlite" and app.config["DYNO"]:
         if not app.config["ALLOW_EPHEMERAL_SQLITE"]:
             raise EphemeralDatabase(EPHEMERAL_SQLITE_MESSAGE)
@@ -152,6 +187,25 @@ def init_app(app):
         engine = db.engine
     if engine.dialect.name != "sqlite" and not engine.pool._pre_ping:
         sa.event.listen(engine, "checkout", drop_closed_connections)
+    if engine.dialect.name == "postgresql":
+        statement_timeout = int(app.config["DB_STATEMENT_TIMEOUT_MS"])
+
+        @sa.event.listens_for(engine, "connect")
+        def _postgresql_timeouts(dbapi_connection, _record):
+            # Set once per connection rather than as a startup option, which connection
+            # poolers such as PgBouncer refuse.
+            autocommit = dbapi_connection.autocommit
+            dbapi_connection.autocommit = True
+            dbapi_connection.execute(f"SET statement_timeout = {statement_timeout}")
+            dbapi_connection.autocommit = autocommit
+
+        @sa.event.listens_for(engine, "handle_error")
+        def _unavailable_is_a_disconnect(context):
+            # SQLAlchemy then invalidates the connection (and the pool's older ones), and the
+            # error handler answers 503: after a failover, new connections find the primary.
+            if server_unavailable(context.original_exception):
+                context.is_disconnect = True
+
     writer = CounterWriter(engine, app.config["COUNTER_SLOTS"])
     app.extensions["counter_commits"] = group_commit.GroupCommit(writer)
     if engine.dialect.name == "sqlite":
@@ -207,6 +261,8 @@ def migration_lock(connection):
     if connection.dialect.name != "postgresql":
         yield
         return
+    # A migration may run, and a second release wait, far longer than a request may.
+    connection.execute(sa.text("SET statement_timeout = 0"))
     key = {"key": MIGRATION_LOCK_KEY}
     connection.execute(sa.text("SELECT pg_advisory_lock(:key)"), key)
     connection.commit()
@@ -222,14 +278,21 @@ def utcnow():
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+# A server that answers but cannot take writes (a standby after a failover) cannot count.
+_WRITABLE = {
+    "postgresql": sa.text("SELECT current_setting('transaction_read_only') = 'off'"),
+    "sqlite": sa.text("SELECT 1"),
+}
+
+
 def database_reachable():
-    """One round trip, so that a health check proves the database answers."""
+    """One round trip, so that a health check proves the database answers and takes writes."""
     try:
         with reading() as conn:
-            conn.execute(sa.text("SELECT 1"))
+            check = _WRITABLE.get(conn.dialect.name, _WRITABLE["sqlite"])
+            return bool(conn.execute(check).scalar_one())
     except sa.exc.DBAPIError:
         return False
-    return True
 
 
 def current_hour():
@@ -342,7 +405,9 @@ class CounterWriter:
         connection, dialect = self._connection, self.engine.dialect
         driver_error = isinstance(error, dialect.loaded_dbapi.Error)
         disconnect = driver_error and (
-            connection is None or dialect.is_disconnect(error, connection, None)
+            connection is None
+            or dialect.is_disconnect(error, connection, None)
+            or server_unavailable(error)
         )
         if connection is not None:
             try:

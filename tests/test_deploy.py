@@ -2,6 +2,8 @@
 
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -9,6 +11,7 @@ import sqlalchemy as sa
 from api import create_app, storage
 
 from . import servers
+from .conftest import admin_execute
 
 # A PostgreSQL URL that is never connected to: building an app opens no connection.
 UNUSED_POSTGRES = "postgresql://user:secret@db.example:5432/app"
@@ -36,9 +39,9 @@ def test_database_url_forms_use_psycopg_3(monkeypatch, raw):
 @pytest.mark.parametrize(
     ("env", "pool_size"),
     [
-        ({}, 4),  # gunicorn.conf.py's default threads per worker
-        ({"GUNICORN_THREADS": "8"}, 8),
-        ({"GUNICORN_THREADS": "8", "DB_POOL_SIZE": "3"}, 3),
+        ({}, 5),  # gunicorn.conf.py's default threads per worker, and the counter writer
+        ({"GUNICORN_THREADS": "8"}, 9),
+        ({"GUNICORN_THREADS": "8", "DB_POOL_SIZE": "3"}, 4),
     ],
 )
 def test_pool_has_one_connection_per_gunicorn_thread(monkeypatch, env, pool_size):
@@ -73,7 +76,8 @@ def test_pool_never_opens_more_than_pool_size_plus_overflow(monkeypatch, pg_url)
     )
     with app.app_context():
         engine = storage.db.engine
-        held = [engine.connect() for _ in range(3)]
+        # The pool: two for requests and one for the counter writer; then one overflow.
+        held = [engine.connect() for _ in range(2 + 1 + 1)]
         with pytest.raises(sa.exc.TimeoutError):
             engine.connect()
         for conn in held:
@@ -198,3 +202,103 @@ def test_postgres_tests_fail_when_test_database_url_is_unreachable():
     assert "1 error" in result.stdout
     assert "skipped" not in result.stdout
     assert "TEST_DATABASE_URL is set but PostgreSQL there is unreachable" in result.stdout
+
+
+# --- A PostgreSQL that answers but cannot serve ---------------------------------------------
+
+
+def end_sessions(server_url, pg_url):
+    """End every session on the test's database, as a failover or a restart would."""
+    name = sa.make_url(pg_url).database
+    admin_execute(
+        server_url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "  # noqa: S608 - our own name
+        f"WHERE datname = '{name}'",
+    )
+
+
+def statuses_until_ok(client, path, attempts=5):
+    """The statuses of repeated requests, up to and including the first 200."""
+    seen = []
+    for _ in range(attempts):
+        seen.append(client.get(path).status_code)
+        if seen[-1] == 200:
+            break
+    return seen
+
+
+def test_a_read_only_database_answers_503_and_the_service_recovers(
+    make_app, postgres_server, pg_url
+):
+    """After a failover the old primary may answer as a read-only standby: the service
+    cannot count there, so it says 503, and comes back once the database takes writes."""
+    client = make_app(SQLALCHEMY_DATABASE_URI=pg_url).test_client()
+    assert client.get("/api/pizza").status_code == 200
+    name = sa.make_url(pg_url).database
+    admin_execute(
+        postgres_server, f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'
+    )
+    end_sessions(postgres_server, pg_url)
+
+    for path in ("/api/pizza", "/"):
+        response = client.get(path)
+        assert response.status_code == 503
+        assert response.headers["Retry-After"]
+    health = client.get("/healthz")
+    assert health.status_code == 503
+
+    admin_execute(postgres_server, f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+    # Connections opened while it was read-only keep that setting until they fail once.
+    assert statuses_until_ok(client, "/api/pizza")[-1] == 200
+    assert statuses_until_ok(client, "/healthz")[-1] == 200
+
+
+def test_a_stuck_database_answers_503_within_the_statement_timeout(make_app, pg_url):
+    client = make_app(SQLALCHEMY_DATABASE_URI=pg_url, DB_STATEMENT_TIMEOUT_MS=300).test_client()
+    assert client.get("/api/pizza").status_code == 200
+    blocker = sa.create_engine(pg_url)
+    locked = threading.Event()
+
+    def hold_every_counter_row(seconds=5):
+        """Another session holds the counters for a while; each hit waits on its lock."""
+        with blocker.connect() as conn:
+            conn.execute(sa.text("LOCK TABLE counters IN ACCESS EXCLUSIVE MODE"))
+            locked.set()
+            conn.execute(sa.text(f"SELECT pg_sleep({seconds})"))
+            conn.rollback()
+
+    holder = threading.Thread(target=hold_every_counter_row)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        started = time.monotonic()
+        response = client.get("/api/pizza")
+        waited = time.monotonic() - started
+    finally:
+        holder.join()
+        blocker.dispose()
+    assert response.status_code == 503
+    assert waited < 3
+    assert client.get("/api/pizza").status_code == 200
+
+
+def test_a_pool_of_one_still_serves_reads_beside_the_counter_writer(make_app, pg_url):
+    """The counter writer keeps a connection of its own, so DB_POOL_SIZE=1 leaves one for
+    the requests' reads, such as the token check."""
+    app = make_app(SQLALCHEMY_DATABASE_URI=pg_url, DB_POOL_SIZE=1, DB_MAX_OVERFLOW=0)
+    minted = app.test_cli_runner().invoke(args=["token", "create", "pool"])
+    headers = {"Authorization": f"Bearer {minted.stdout.strip().splitlines()[-1]}"}
+    client = app.test_client()
+    for _ in range(3):
+        assert client.get("/api/errors", headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize("slots", [0, -1, 32768])
+def test_counter_slots_out_of_range_refuse_to_start(monkeypatch, slots):
+    monkeypatch.setenv("DATABASE_URL", UNUSED_POSTGRES)
+    monkeypatch.setenv("COUNTER_SLOTS", str(slots))
+    with pytest.raises(storage.InvalidSetting) as refused:
+        create_app()
+    assert str(refused.value) == (
+        f"Refusing to start: COUNTER_SLOTS is {slots}; it must be from 1 to 32767."
+    )

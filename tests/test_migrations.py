@@ -82,7 +82,8 @@ def waiting_for_migration_lock(conn):
 
 def test_two_releases_at_once_leave_one_correct_schema(pg_empty_url):
     conninfo = sa.engine.make_url(pg_empty_url).render_as_string(hide_password=False)
-    env = servers.clean_env(DATABASE_URL=pg_empty_url)
+    # Requests may run a statement for 0.1 s; a release waits as long as it must.
+    env = servers.clean_env(DATABASE_URL=pg_empty_url, DB_STATEMENT_TIMEOUT_MS="100")
     with psycopg.connect(conninfo, autocommit=True) as holder:
         # Hold the lock ourselves until both releases queue behind it, so that they truly race.
         holder.execute("SELECT pg_advisory_lock(%s)", (storage.MIGRATION_LOCK_KEY,))
@@ -102,6 +103,7 @@ def test_two_releases_at_once_leave_one_correct_schema(pg_empty_url):
             assert all(r.poll() is None for r in releases), "a release ran without the lock"
             assert time.monotonic() < deadline, "the releases never queued for the lock"
             time.sleep(0.05)
+        time.sleep(0.5)  # well past the statement timeout
         holder.execute("SELECT pg_advisory_unlock(%s)", (storage.MIGRATION_LOCK_KEY,))
         outputs = [r.communicate(timeout=60)[0] for r in releases]
 
