@@ -44,9 +44,10 @@ class Config:
         self.DB_MAX_OVERFLOW = int(os.environ.get("DB_MAX_OVERFLOW", "2"))
         # Seconds to wait for a database server that does not answer, well inside a router's 30 s.
         self.DB_CONNECT_TIMEOUT = int(os.environ.get("DB_CONNECT_TIMEOUT", "5"))
-        # The longest one statement may run on PostgreSQL, waits on locks included: a stuck
-        # database answers 503 well inside a router's 30 s instead of holding every thread.
-        self.DB_STATEMENT_TIMEOUT_MS = int(os.environ.get("DB_STATEMENT_TIMEOUT_MS", "10000"))
+        # The longest one statement may run on PostgreSQL, waits on locks included: a request
+        # makes a few statements, so that a stuck database answers 503 inside a router's 30 s
+        # instead of holding every thread. 0 turns the limit off.
+        self.DB_STATEMENT_TIMEOUT_MS = int(os.environ.get("DB_STATEMENT_TIMEOUT_MS", "5000"))
         # Set on every dyno of a Heroku-style platform, whose disk is wiped at each restart.
         self.DYNO = os.environ.get("DYNO") or None
         self.ALLOW_EPHEMERAL_SQLITE = env_flag("ALLOW_EPHEMERAL_SQLITE", False)

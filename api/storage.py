@@ -9,6 +9,7 @@ import operator
 import os
 import random
 import select
+import sys
 from contextlib import contextmanager
 from datetime import UTC, datetime, time, timedelta
 
@@ -97,17 +98,32 @@ class UnknownName(Exception):
     """No token has this name."""
 
 
-class EphemeralDatabase(SystemExit):
-    """SQLite on a disk that the platform wipes.
+class StartupRefused(SystemExit):
+    """The service cannot run as configured: the process prints one line and exits.
 
-    A SystemExit, so that the process ends with the message as its one line of output, whether
-    gunicorn or the release phase's ``flask db upgrade`` was building the app: gunicorn prints a
-    RuntimeError as one line, but the flask CLI would print a traceback around it.
+    A SystemExit, so that the message is the process's only output whether gunicorn or the
+    release phase's ``flask db upgrade`` was building the app; the flask CLI would print a
+    traceback around any other exception. Its status is gunicorn's worker boot error (3), so
+    that a master running without preload_app stops instead of restarting workers forever.
     """
 
+    STATUS = 3
 
-class InvalidSetting(SystemExit):
-    """A setting the service cannot run with; the process ends with one line that says so."""
+    def __init__(self, message):
+        super().__init__(self.STATUS)
+        self.message = message
+        print(message, file=sys.stderr, flush=True)
+
+    def __str__(self):
+        return self.message
+
+
+class EphemeralDatabase(StartupRefused):
+    """SQLite on a disk that the platform wipes."""
+
+
+class InvalidSetting(StartupRefused):
+    """A setting the service cannot run with."""
 
 
 # Slots are numbered in a SMALLINT column.
@@ -168,6 +184,11 @@ def init_app(app):
     settings concurrent workers need, refused where the platform's disk is ephemeral."""
     url = sa.engine.make_url(app.config["SQLALCHEMY_DATABASE_URI"])
     slots = app.config["COUNTER_SLOTS"]
+    if app.config["DB_STATEMENT_TIMEOUT_MS"] < 0:
+        raise InvalidSetting(
+            "Refusing to start: DB_STATEMENT_TIMEOUT_MS is "
+            f"{app.config['DB_STATEMENT_TIMEOUT_MS']}; it must be 0 (no limit) or more."
+        )
     if not 1 <= slots <= MAX_COUNTER_SLOTS:
         raise InvalidSetting(
             f"Refusing to start: COUNTER_SLOTS is {slots}; "
@@ -290,7 +311,12 @@ def database_reachable():
     try:
         with reading() as conn:
             check = _WRITABLE.get(conn.dialect.name, _WRITABLE["sqlite"])
-            return bool(conn.execute(check).scalar_one())
+            writable = bool(conn.execute(check).scalar_one())
+            if not writable:
+                # A session opened on a read-only server stays read-only: drop it, so that
+                # the pool opens a new one, on the writable primary, once there is one.
+                conn.invalidate()
+            return writable
     except sa.exc.DBAPIError:
         return False
 
@@ -304,7 +330,8 @@ def increment_counter(name, amount=1):
     """Increment in SQL so that concurrent workers never lose a count; return the new total.
 
     Concurrent increments in one process share one transaction (see group_commit.py); each
-    still returns only once its own increment is committed, with its own exact total.
+    still returns only once its own increment is committed, with the total its transaction
+    saw, itself included (unique within a process; see _INCREMENT_BATCH_ONE_TRIP).
     """
     return current_app.extensions["counter_commits"].increment(name, amount)
 
