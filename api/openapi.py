@@ -22,9 +22,10 @@ VERSION = "1.0.0"
 
 DESCRIPTION = (
     "A small REST API that answers with data by name and counts every request it serves. "
-    "Every answer under /api, except the OpenAPI document at /api/openapi.json, is JSON in "
-    'one envelope, {"type": ..., "content": ...}, '
-    'where type names what content holds and errors have the type "Error".'
+    "Every JSON answer under /api, except the OpenAPI document at /api/openapi.json, comes in "
+    'one envelope, {"type": ..., "content": ...}, where type names what content holds and '
+    'errors have the type "Error". A client that asks for application/problem+json gets its '
+    "errors as RFC 9457 problem details instead."
 )
 
 # Every error status the API answers, and what it means to a client. The docs list these,
