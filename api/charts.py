@@ -12,6 +12,10 @@ TOP = 20
 BOTTOM = HEIGHT - 28
 # Share of each slot a bar fills; the rest is the gap between bars.
 BAR_SHARE = 0.76
+# The value axis's labels are 12 px text: a digit or comma is at most this wide, and the
+# column keeps this much room beside them.
+LABEL_CHAR_PX = 8
+LABEL_GAP_PX = 10
 
 
 @dataclass
@@ -53,6 +57,12 @@ class Chart:
     def total(self):
         """The sum of the first series over the whole chart."""
         return sum(bar.values[self.series[0]] for bar in self.bars)
+
+    @property
+    def axis_width(self):
+        """Pixels for the value axis's column: its longest label whole, however many digits."""
+        longest = max((len(line.label) for line in self.gridlines), default=1)
+        return longest * LABEL_CHAR_PX + LABEL_GAP_PX
 
 
 def nice_step(value):

@@ -179,3 +179,25 @@ def test_docs_fit_a_phone_without_sideways_scrolling(browser, server):
     assert wide == []
     assert watch.problems == []
     page.close()
+
+
+def test_chart_labels_stay_whole_when_counts_grow_large(browser, start_server, tmp_path):
+    """A busy service's axis reads 150,000,000: the label column widens instead of cutting it."""
+    url = f"sqlite:///{tmp_path}/busy.sqlite3"
+    servers.run_release(servers.clean_env(DATABASE_URL=url))
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url})
+    with app.app_context():
+        storage.increment_counter("hits", 150_000_000)
+        storage.db.engine.dispose()
+    server = start_server(url)
+    page, watch = visit(browser, server.url + "/stats", 200, 390)
+    labels = page.evaluate(
+        """() => Array.from(document.querySelectorAll('.grid-label')).map(t => {
+            const r = t.getBoundingClientRect(), s = t.ownerSVGElement.getBoundingClientRect();
+            return {text: t.textContent, inside: r.left >= s.left && r.right <= s.right};
+        })"""
+    )
+    assert "150,000,000" in [label["text"] for label in labels]
+    assert [label["text"] for label in labels if not label["inside"]] == []
+    assert watch.problems == []
+    page.close()

@@ -3,6 +3,7 @@ says, checked by schemathesis on every operation with a token and without."""
 
 import re
 
+import jsonschema_rs
 import pytest
 import schemathesis
 from flask_restful import Resource
@@ -323,6 +324,33 @@ def component_examples(spec, status):
     """The messages written out in one shared error response of the spec."""
     examples = spec["components"]["responses"][f"Error{status}"]["content"]["application/json"]
     return {example["value"]["content"] for example in examples["examples"].values()}
+
+
+def test_every_example_is_valid_against_its_schema(spec):
+    """An example that its own schema rejects teaches clients the wrong shape."""
+    checked = 0
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                response = resolve(spec, response)
+                for media_type, content in response.get("content", {}).items():
+                    schema = {**content["schema"], "components": spec["components"]}
+                    validator = jsonschema_rs.Draft202012Validator(schema)
+                    for name, example in content.get("examples", {}).items():
+                        errors = [e.message for e in validator.iter_errors(example["value"])]
+                        assert errors == [], (path, method, status, media_type, name, errors)
+                        checked += 1
+    assert checked > 20
+
+
+def resolve(spec, item):
+    """Follow a local $ref such as #/components/responses/Error404."""
+    while "$ref" in item:
+        node = spec
+        for part in item["$ref"].removeprefix("#/").split("/"):
+            node = node[part]
+        item = node
+    return item
 
 
 def test_every_documented_header_has_an_example(spec):

@@ -31,17 +31,17 @@ STATS_SCHEMA = openapi.envelope_schema(
         "type": "object",
         "properties": {
             "totals": "Counts",
+            # The answer always holds every hour and day; the lengths are stated rather than
+            # enforced, so that the examples can show a few of them and still be valid.
             "per_hour": {
                 "type": "array",
                 "items": "HourCounts",
-                "minItems": traffic.HOURS,
-                "maxItems": traffic.HOURS,
+                "description": f"One entry per UTC hour, the last {traffic.HOURS}, oldest first.",
             },
             "per_day": {
                 "type": "array",
                 "items": "DayCounts",
-                "minItems": traffic.DAYS,
-                "maxItems": traffic.DAYS,
+                "description": f"One entry per UTC day, the last {traffic.DAYS}, oldest first.",
             },
         },
         "required": ["totals", "per_hour", "per_day"],
