@@ -179,21 +179,24 @@ def engine_options(config, url):
     return options
 
 
+def require(config, name, valid, rule):
+    """Refuse to start, naming the setting and its rule, when config[name] breaks it."""
+    value = config[name]
+    if not valid(value):
+        raise InvalidSetting(f"Refusing to start: {name} is {value}; it must be {rule}.")
+
+
 def init_app(app):
     """Bind the engine to the app: a pool sized to gunicorn for PostgreSQL, and for SQLite the
     settings concurrent workers need, refused where the platform's disk is ephemeral."""
     url = sa.engine.make_url(app.config["SQLALCHEMY_DATABASE_URI"])
-    slots = app.config["COUNTER_SLOTS"]
-    if app.config["DB_STATEMENT_TIMEOUT_MS"] < 0:
-        raise InvalidSetting(
-            "Refusing to start: DB_STATEMENT_TIMEOUT_MS is "
-            f"{app.config['DB_STATEMENT_TIMEOUT_MS']}; it must be 0 (no limit) or more."
-        )
-    if not 1 <= slots <= MAX_COUNTER_SLOTS:
-        raise InvalidSetting(
-            f"Refusing to start: COUNTER_SLOTS is {slots}; "
-            f"it must be from 1 to {MAX_COUNTER_SLOTS}."
-        )
+    require(app.config, "DB_STATEMENT_TIMEOUT_MS", lambda ms: ms >= 0, "0 (no limit) or more")
+    require(
+        app.config,
+        "COUNTER_SLOTS",
+        lambda slots: 1 <= slots <= MAX_COUNTER_SLOTS,
+        f"from 1 to {MAX_COUNTER_SLOTS}",
+    )
     if url.get_backend_name() == "sqlite" and app.config["DYNO"]:
         if not app.config["ALLOW_EPHEMERAL_SQLITE"]:
             raise EphemeralDatabase(EPHEMERAL_SQLITE_MESSAGE)
@@ -300,17 +303,16 @@ def utcnow():
 
 
 # A server that answers but cannot take writes (a standby after a failover) cannot count.
-_WRITABLE = {
-    "postgresql": sa.text("SELECT current_setting('transaction_read_only') = 'off'"),
-    "sqlite": sa.text("SELECT 1"),
-}
+# A SQLite file this process can open is writable.
+_WRITABLE = sa.text("SELECT current_setting('transaction_read_only') = 'off'")
+_ANSWERS = sa.text("SELECT 1")
 
 
 def database_reachable():
     """One round trip, so that a health check proves the database answers and takes writes."""
     try:
         with reading() as conn:
-            check = _WRITABLE.get(conn.dialect.name, _WRITABLE["sqlite"])
+            check = _WRITABLE if conn.dialect.name == "postgresql" else _ANSWERS
             writable = bool(conn.execute(check).scalar_one())
             if not writable:
                 # A session opened on a read-only server stays read-only: drop it, so that

@@ -136,11 +136,15 @@ class Server:
         self.stop()
         raise RuntimeError(f"{self.name} did not start:\n{self.log_path.read_text()[-3000:]}")
 
-    def answered(self, path):
-        """How many GET requests for path the access log shows so far."""
-        self._log.flush()
-        needle = f'"GET {path} HTTP/1.1"'.encode()
-        return self.log_path.read_bytes().count(needle)
+    def log_mark(self):
+        """Where the log ends now, so that a later count reads only what was written since."""
+        return self.log_path.stat().st_size
+
+    def answered_since(self, mark, path):
+        """How many GET requests for path the access log shows after mark."""
+        with open(self.log_path, "rb") as log:
+            log.seek(mark)
+            return log.read().count(f'"GET {path} HTTP/1.1"'.encode())
 
     def cpu_seconds(self):
         """User and system CPU the master and its workers have used so far, all threads."""
@@ -317,7 +321,7 @@ def measure(wrk, target, servers_by_name, counters, seconds, database_kind="sqli
     """Drive a target and, for the service, see how far the hit counter moved meanwhile."""
     server = servers_by_name[target.server]
     before = counters.settled() if target.counted else None
-    answered_before = server.answered(target.path) if target.counted and server.logs_access else 0
+    log_mark = server.log_mark()
     on_postgresql = database_kind == "postgresql"
     cpu_before = server.cpu_seconds()
     database_before = postgres_cpu_seconds() if on_postgresql else 0.0
@@ -329,7 +333,7 @@ def measure(wrk, target, servers_by_name, counters, seconds, database_kind="sqli
     if target.counted:
         run.hits_delta = counters.settled() - before
         if server.logs_access:
-            run.answered = server.answered(target.path) - answered_before
+            run.answered = server.answered_since(log_mark, target.path)
     return run
 
 
@@ -455,16 +459,12 @@ def bench(wrk, tmp, database, started):
         "/healthz",
         GUNICORN_ACCESS_LOG="",
     )
-    # The floors keep no access log (gunicorn's default); the empty setting says so to Server.
-    start(
-        "floor-sync", [*floor_command, "--worker-class", "sync"], "/", BENCH, GUNICORN_ACCESS_LOG=""
-    )
+    start("floor-sync", [*floor_command, "--worker-class", "sync"], "/", BENCH)
     start(
         "floor-gthread",
         [*floor_command, "--worker-class", "gthread", "--threads", str(threads)],
         "/",
         BENCH,
-        GUNICORN_ACCESS_LOG="",
     )
     servers_by_name = {s.name: s for s in started}
     counters = Counters(database.url)
@@ -506,7 +506,6 @@ def bench(wrk, tmp, database, started):
         run = measure(wrk, target, servers_by_name, counters, WARMUP_SECONDS, database.kind)
         problems += [f"warm-up {target.name}: {p}" for p in count_problems(target, run)]
 
-    floors, p99_floors = [], []
     for number in range(1, ROUNDS + 1):
         for target in targets:
             run = measure(wrk, target, servers_by_name, counters, SECONDS, database.kind)
@@ -519,18 +518,13 @@ def bench(wrk, tmp, database, started):
                 f"server CPU {run.server_cpu_us:4.0f} us/resp  "
                 f"{run.requests} responses{counted}"
             )
-        # The floor of a round is the better of its two floor runs, so nothing is flattered:
-        # the one with more req/s for throughput, the one with the lower p99 for latency.
-        pair = (targets[0].runs[-1], targets[1].runs[-1])
-        floors.append(max(pair, key=lambda r: r.rps))
-        p99_floors.append(min(r.p99_ms for r in pair))
 
     errors_delta = counters.settled("errors") - errors_before
     if errors_delta:
         problems.append(f"the error counter rose by {errors_delta} though every answer was 2xx")
     counters.close()
 
-    rows = table(targets, floors, p99_floors)
+    rows = table(targets)
     say()
     say(f"## {database.kind}: medians of {ROUNDS} rounds, {CONNECTIONS} connections")
     say()
@@ -598,8 +592,15 @@ def bench(wrk, tmp, database, started):
     return 1 if failed else 0
 
 
-def table(targets, floors, p99_floors):
-    """Per target: medians over rounds, and the median of its per-round ratios to the floor."""
+def table(targets):
+    """Per target: medians over rounds, and the median of its per-round ratios to the floor.
+
+    The floor of a round is the better of its two floor runs (the first two targets), so that
+    nothing is flattered: the one with more req/s for throughput, the lower p99 for latency.
+    """
+    pairs = list(zip(targets[0].runs, targets[1].runs, strict=True))
+    floors = [max(pair, key=lambda r: r.rps) for pair in pairs]
+    p99_floors = [min(r.p99_ms for r in pair) for pair in pairs]
     rows = []
     for target in targets:
         rows.append(row(target.name, target, target.runs, floors, p99_floors))

@@ -202,12 +202,16 @@ def runner(app):
     return app.test_cli_runner()
 
 
-@pytest.fixture
-def token(runner):
-    """A real token, minted through the CLI exactly as an operator would."""
-    result = runner.invoke(args=["token", "create", "test-client"])
+def mint(app, name):
+    """A real token for app's database, minted through the CLI exactly as an operator would."""
+    result = app.test_cli_runner().invoke(args=["token", "create", name])
     assert result.exit_code == 0, result.output
     return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def token(app):
+    return mint(app, "test-client")
 
 
 @pytest.fixture

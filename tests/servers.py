@@ -177,12 +177,8 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def wait_for_output(self, text, timeout=10):
-        """Wait until the server has written text; fail with its output if it never does."""
-        deadline = time.monotonic() + timeout
-        while text not in self.output():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} never appeared in:\n{self.output()}")
-            time.sleep(0.05)
+        """Wait until the server has written text: gunicorn logs a request after answering it."""
+        wait_until(lambda: text in self.output(), timeout)
 
     def kill(self):
         """SIGKILL the master and every worker at once: the harshest crash there is."""
@@ -203,6 +199,14 @@ class Server:
                 self.kill()
                 return
         self._log.close()
+
+
+def wait_until(condition, timeout=20, interval=0.05):
+    """Poll until condition() is true; fail the test if it never becomes so."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"still not true after {timeout} s: {condition}"
+        time.sleep(interval)
 
 
 def mint_token(env, name):

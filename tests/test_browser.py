@@ -8,6 +8,7 @@ import pytest
 from api import create_app, storage
 
 from . import servers
+from .conftest import mint
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
@@ -43,11 +44,11 @@ def seed_history(url, days=30):
                 storage.increment_counter("hits", hits)
                 storage.increment_counter("errors", hits // 12)
             storage.utcnow = real_clock
-            result = app.test_cli_runner().invoke(args=["token", "create", "browser"])
+            token = mint(app, "browser")
             storage.db.engine.dispose()
     finally:
         storage.utcnow = real_clock
-    return result.stdout.strip().splitlines()[-1]
+    return token
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from api import create_app, storage
 
 from . import servers
-from .conftest import admin_execute
+from .conftest import admin_execute, mint
 
 # A PostgreSQL URL that is never connected to: building an app opens no connection.
 UNUSED_POSTGRES = "postgresql://user:secret@db.example:5432/app"
@@ -93,8 +93,7 @@ def pg_client(pg_url, make_app):
 @pytest.mark.parametrize("kind", ["hits", "errors"])
 def test_counts_on_postgresql_are_json_integers(pg_client, kind):
     pg_client.get("/api/nothing")  # one hit that is also an error
-    token = pg_client.application.test_cli_runner().invoke(args=["token", "create", "pg"])
-    headers = {"Authorization": f"Bearer {token.stdout.strip().splitlines()[-1]}"}
+    headers = {"Authorization": f"Bearer {mint(pg_client.application, 'pg')}"}
 
     first = pg_client.get(f"/api?data={kind}", headers=headers)
     second = pg_client.get(f"/api?data={kind}", headers=headers)
@@ -276,8 +275,7 @@ def test_a_pool_of_one_still_serves_reads_beside_the_counter_writer(make_app, pg
     """The counter writer keeps a connection of its own, so DB_POOL_SIZE=1 leaves one for
     the requests' reads, such as the token check."""
     app = make_app(SQLALCHEMY_DATABASE_URI=pg_url, DB_POOL_SIZE=1, DB_MAX_OVERFLOW=0)
-    minted = app.test_cli_runner().invoke(args=["token", "create", "pool"])
-    headers = {"Authorization": f"Bearer {minted.stdout.strip().splitlines()[-1]}"}
+    headers = {"Authorization": f"Bearer {mint(app, 'pool')}"}
     client = app.test_client()
     for _ in range(3):
         assert client.get("/api/errors", headers=headers).status_code == 200

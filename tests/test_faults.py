@@ -5,13 +5,13 @@ import os
 import signal
 import socket
 import threading
-import time
 
 import psycopg
 import pytest
 import sqlalchemy as sa
 
 from . import servers
+from .servers import wait_until
 
 pytestmark = pytest.mark.server
 
@@ -24,14 +24,6 @@ PROXIED = "api-behind-proxy"
 def any_url(request):
     """A migrated database of each kind the service runs on."""
     return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "pg_url")
-
-
-def wait_until(condition, timeout=20, interval=0.05):
-    """Poll until condition() is true; fail the test if it never becomes so."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"still not true after {timeout} s: {condition}"
-        time.sleep(interval)
 
 
 def test_sigkilled_worker_loses_no_acknowledged_hit(any_url, start_server, read_counter):

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from api import config, create_app, group_commit, storage
 
+from . import servers
 from .conftest import migrate
 
 THREADS = 16
@@ -68,12 +69,9 @@ class RecordingCommit:
             return len(self.group._queue)
 
 
-def wait_until(condition, timeout=30):
-    """Poll until condition() holds; fail the test rather than hang."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition never held"
-        time.sleep(0.001)
+def wait_until(condition):
+    """Poll closely: these conditions are threads reaching a lock, which takes microseconds."""
+    servers.wait_until(condition, timeout=30, interval=0.001)
 
 
 @pytest.fixture

@@ -332,7 +332,7 @@ def test_every_example_is_valid_against_its_schema(spec):
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
             for status, response in operation["responses"].items():
-                response = resolve(spec, response)
+                response = reference.resolve(spec, response)
                 for media_type, content in response.get("content", {}).items():
                     schema = {**content["schema"], "components": spec["components"]}
                     validator = jsonschema_rs.Draft202012Validator(schema)
@@ -341,16 +341,6 @@ def test_every_example_is_valid_against_its_schema(spec):
                         assert errors == [], (path, method, status, media_type, name, errors)
                         checked += 1
     assert checked > 20
-
-
-def resolve(spec, item):
-    """Follow a local $ref such as #/components/responses/Error404."""
-    while "$ref" in item:
-        node = spec
-        for part in item["$ref"].removeprefix("#/").split("/"):
-            node = node[part]
-        item = node
-    return item
 
 
 def test_every_documented_header_has_an_example(spec):

@@ -2,7 +2,6 @@
 
 import os
 import re
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -264,9 +263,7 @@ def hammer_both_workers(server):
             if len(per_worker) == 2 and min(per_worker.values()) > SHARED_LIMIT:
                 break
     # gunicorn logs each request just after answering it: wait for the last lines.
-    deadline = time.monotonic() + 10
-    while len(served(server)) < sent and time.monotonic() < deadline:
-        time.sleep(0.05)
+    servers.wait_until(lambda: len(served(server)) >= sent, timeout=10)
     assert len(served(server)) == sent
     per_worker = Counter(pid for pid, _ in served(server))
     assert len(per_worker) == 2, f"one worker answered everything: {per_worker}"
