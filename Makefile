@@ -32,15 +32,14 @@ run: $(VENV)/.app-installed
 	@echo "Serving on http://127.0.0.1:$(PORT)"
 	@echo "Create a token in another shell with: $(BIN)/flask --app api token create NAME"
 	@echo
-	PATH="$(CURDIR)/$(BIN):$$PATH" GUNICORN_CMD_ARGS="--bind 127.0.0.1:$(PORT) $$GUNICORN_CMD_ARGS" \
-		sh -c "exec $$(sed -n 's/^web: *//p' Procfile)"
+	PATH="$(CURDIR)/$(BIN):$$PATH" HOST=127.0.0.1 sh -c "exec $$(sed -n 's/^web: *//p' Procfile)"
 
 test: $(VENV)/.dev-installed lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The service under wrk against a bare Flask floor, with an exact count check; see
 # BENCHMARKS.md. BENCH_DATABASE_URL=postgresql://... runs it on PostgreSQL.
-bench: $(VENV)/.app-installed
+bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench.run
 
 lint: $(VENV)/.dev-installed

@@ -1,11 +1,23 @@
-"""The REST API service: ``create_app()`` builds it for gunicorn, the flask CLI and the tests."""
+"""The REST API service: ``create_app()`` builds it for the web process, the CLI and the tests."""
 
 import os
 
 from flask import Flask
 from flask_migrate import Migrate
 
-from . import cli, counting, errors, openapi, pages, rate_limits, resources, security, storage
+from . import (
+    access_log,
+    cli,
+    counting,
+    edge,
+    errors,
+    openapi,
+    pages,
+    rate_limits,
+    resources,
+    security,
+    storage,
+)
 from .config import Config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,6 +44,8 @@ def create_app(test_config=None):
         path = os.path.join(app.instance_path, "api.sqlite3")
         app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + path
     app.logger.setLevel(app.config["LOG_LEVEL"])
+    # Whatever the app logs, a token that found its way into a message is masked.
+    app.logger.addFilter(access_log.SecretMaskingFilter(app.config["TOKEN_PREFIX"]))
 
     # Errors first, so that every later part's failures come out in one shape.
     errors.init_app(app)
@@ -52,4 +66,6 @@ def create_app(test_config=None):
     openapi.init_app(app)
     # `flask token ...`.
     cli.init_app(app)
+    # Outermost, around ProxyFix and Flask: head limits, request bodies, the access log.
+    edge.init_app(app)
     return app

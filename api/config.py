@@ -35,9 +35,9 @@ class Config:
         # because only the app knows where its instance folder is.
         self.SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL"))
         self.SQLITE_BUSY_TIMEOUT_MS = int(os.environ.get("SQLITE_BUSY_TIMEOUT_MS", "5000"))
-        # Threads per gunicorn worker, the same variable and default as gunicorn.conf.py: each
-        # thread serves one request at a time, so the pool needs one connection per thread.
-        self.GUNICORN_THREADS = int(os.environ.get("GUNICORN_THREADS", "4"))
+        # Threads per worker process: each serves one request at a time, so the database pool
+        # keeps one connection per thread.
+        self.WEB_THREADS = int(os.environ.get("WEB_THREADS", "4"))
         # None means "one per thread"; set it to fit a database plan's connection limit.
         self.DB_POOL_SIZE = int(os.environ.get("DB_POOL_SIZE", "0")) or None
         # Extra connections a process may open beyond the pool, for work outside request threads.
@@ -59,6 +59,19 @@ class Config:
 
         # Request bodies: the API takes a few bytes of form or JSON; anything bigger is a 413.
         self.MAX_CONTENT_LENGTH = int(os.environ.get("MAX_CONTENT_LENGTH", str(64 * 1024)))
+        # Seconds a request body may go without a byte arriving before it is answered 408.
+        self.REQUEST_BODY_TIMEOUT = float(os.environ.get("REQUEST_BODY_TIMEOUT", "10"))
+
+        # The web process (api/server.py). Platforms hand each dyno its port in PORT and size
+        # the process count with WEB_CONCURRENCY; HOST is 0.0.0.0 there, 127.0.0.1 in `make run`.
+        self.HOST = os.environ.get("HOST", "0.0.0.0")  # noqa: S104 - a dyno must listen on all
+        self.PORT = int(os.environ.get("PORT", "8000"))
+        self.WEB_CONCURRENCY = int(os.environ.get("WEB_CONCURRENCY", "2"))
+        # One line per answered request on standard output (api/access_log.py).
+        self.ACCESS_LOG = env_flag("ACCESS_LOG", True)
+        # On SIGTERM, seconds that requests in flight get before their worker is killed: inside
+        # the 30 s a platform allows between SIGTERM and SIGKILL.
+        self.GRACEFUL_TIMEOUT = int(os.environ.get("GRACEFUL_TIMEOUT", "20"))
 
         # Rate limits, in Flask-Limiter's notation ("120 per minute; 2000 per hour").
         self.RATELIMIT_ENABLED = env_flag("RATELIMIT_ENABLED", True)

@@ -2,7 +2,7 @@
 
 Flask-RESTful replaces the app's exception handlers for its own routes, Flask-HTTPAuth has an
 error callback of its own, Werkzeug routing and Flask-Limiter raise before any view runs, and
-gunicorn rejects malformed HTTP before the app sees a request. All of them end in
+the edge (api/edge.py) refuses oversized request heads before Flask sees them. All of them end in
 :func:`error_document`, so a client sees one shape for every error.
 """
 
@@ -16,12 +16,14 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 # Every status the service answers with an error, and the short message the envelope carries
 # when the code that failed gave none of its own. openapi.ERROR_STATUSES describes the same
-# statuses (the app refuses to start if they differ); 414 and 431 come from gunicorn.
+# statuses (the app refuses to start if they differ); 414 and 431 come from api/edge.py.
 STANDARD_MESSAGES = {
     400: "Bad request",
     401: "Not authenticated",
     404: "Not found",
     405: "Method not allowed",
+    408: "Request timeout",
+    411: "Length required",
     413: "Request body too large",
     414: "Request line too long",
     418: "I'm a teapot",

@@ -14,7 +14,7 @@ from flask import current_app
 from flask.views import MethodView
 from werkzeug.http import HTTP_STATUS_CODES
 
-from . import auth, catalogue, rate_limits, security
+from . import auth, catalogue, rate_limits, request_bodies, security
 from .errors import PROBLEM_MIMETYPE, RETRY_AFTER_SECONDS, STANDARD_MESSAGES
 
 TITLE = "REST API"
@@ -36,14 +36,20 @@ ERROR_STATUSES = {
     401: "The data is private and the request has no valid token.",
     404: "No such data kind, or no such path.",
     405: "The path exists but does not take this method; Allow lists the methods it takes.",
+    408: "The request body stopped arriving: nothing came for REQUEST_BODY_TIMEOUT seconds "
+    "(10 by default).",
+    411: "The body came chunked (Transfer-Encoding); send it with a Content-Length instead.",
     413: "The request body is over the size limit (MAX_CONTENT_LENGTH, 64 KiB by default).",
-    414: "The request line is over the server's 4 KiB limit; gunicorn answers before the app.",
+    414: "The request line is over 4 KiB; refused before the request reaches the app, so it is "
+    "not counted.",
     418: "The teapot refuses to brew coffee.",
     429: "Too many requests from this address or token, or too many wrong tokens from this "
     "address; retry after Retry-After seconds.",
-    431: "A header is over 8 KiB, or there are more than 100; gunicorn answers before the app.",
+    431: "A header is over 8 KiB, or there are more than 100; refused before the request reaches "
+    "the app, so it is not counted.",
     500: "A fault on the server's side. It is logged there; the answer never holds a traceback.",
-    503: "The database cannot be reached right now; retry after Retry-After seconds.",
+    503: "The database cannot be reached right now, or too many request bodies are arriving "
+    "slowly; retry after Retry-After seconds.",
 }
 
 # Every status errors.py can answer with has a description here, and no other.
@@ -56,7 +62,7 @@ EVERY_OPERATION = (500, 503)
 
 # Met by every operation that rate limits apply to, and by every operation with a body.
 RATE_LIMITED = 429
-BODY_TOO_LARGE = 413
+BODY_STATUSES = (408, 411, 413)
 
 # Headers that come with an error status, whichever operation answers it.
 ERROR_HEADERS = {
@@ -253,10 +259,13 @@ def envelope_schema(type_, content, description=None):
 
 
 def shared_error_messages(config):
-    """The messages the app's own limits answer with, for the shared 413 and 429 responses."""
+    """The messages the app's own limits answer with, for the shared error responses."""
     return {
+        408: [request_bodies.stalled_message(config["REQUEST_BODY_TIMEOUT"])],
+        411: [security.CHUNKED_REFUSED],
         413: [security.body_too_large(config["MAX_CONTENT_LENGTH"])],
         429: [rate_limits.TOO_MANY_REQUESTS, rate_limits.TOO_MANY_FAILED_TOKENS],
+        503: [STANDARD_MESSAGES[503], request_bodies.TOO_MANY_SLOW_BODIES],
     }
 
 
@@ -418,7 +427,7 @@ def _operation(view_class, method, path, endpoint, token_schemes, allow_query_to
     if path not in rate_limits.UNLIMITED_PATHS:
         shared.append(RATE_LIMITED)
     if declared["body"]:
-        shared.append(BODY_TOO_LARGE)
+        shared.extend(BODY_STATUSES)
     for status in shared:
         responses.setdefault(status, f"Error{status}")
     spec = {

@@ -101,10 +101,10 @@ class UnknownName(Exception):
 class StartupRefused(SystemExit):
     """The service cannot run as configured: the process prints one line and exits.
 
-    A SystemExit, so that the message is the process's only output whether gunicorn or the
-    release phase's ``flask db upgrade`` was building the app; the flask CLI would print a
-    traceback around any other exception. Its status is gunicorn's worker boot error (3), so
-    that a master running without preload_app stops instead of restarting workers forever.
+    A SystemExit, so that the message is the process's only output whether the web process
+    (``api/server.py``, before it listens) or the release phase's ``flask db upgrade`` was
+    building the app; the flask CLI would print a traceback around any other exception. Its
+    status, 3, is what a process manager reads as "failed to boot", not worth a restart.
     """
 
     STATUS = 3
@@ -155,9 +155,9 @@ def engine_options(config, url):
     if url.get_backend_name() == "sqlite":
         return {}
     options = {
-        # One connection per gunicorn thread, so that no request waits for another's, and one
+        # One connection per request thread, so that no request waits for another's, and one
         # more that the counter writer keeps for itself (CounterWriter).
-        "pool_size": (config["DB_POOL_SIZE"] or config["GUNICORN_THREADS"]) + 1,
+        "pool_size": (config["DB_POOL_SIZE"] or config["WEB_THREADS"]) + 1,
         "max_overflow": config["DB_MAX_OVERFLOW"],
         # A request that cannot get a connection answers 503 before a router's 30 s run out.
         "pool_timeout": 10,
@@ -187,8 +187,8 @@ def require(config, name, valid, rule):
 
 
 def init_app(app):
-    """Bind the engine to the app: a pool sized to gunicorn for PostgreSQL, and for SQLite the
-    settings concurrent workers need, refused where the platform's disk is ephemeral."""
+    """Bind the engine to the app: a pool sized to the web threads for PostgreSQL, and for SQLite
+    the settings concurrent workers need, refused where the platform's disk is ephemeral."""
     url = sa.engine.make_url(app.config["SQLALCHEMY_DATABASE_URI"])
     require(app.config, "DB_STATEMENT_TIMEOUT_MS", lambda ms: ms >= 0, "0 (no limit) or more")
     require(

@@ -23,7 +23,11 @@ APP_ENV = (
     "DYNO",
     "PORT",
     "WEB_CONCURRENCY",
-    "GUNICORN_THREADS",
+    "WEB_THREADS",
+    "HOST",
+    "ACCESS_LOG",
+    "REQUEST_BODY_TIMEOUT",
+    "GRACEFUL_TIMEOUT",
     "DB_POOL_SIZE",
     "DB_MAX_OVERFLOW",
     "DB_CONNECT_TIMEOUT",
@@ -177,7 +181,9 @@ def make_app(database_url):
     apps = []
 
     def build(**config):
-        app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": database_url, **config})
+        # No access log: the test client's requests would only fill the captured output.
+        settings = {"TESTING": True, "SQLALCHEMY_DATABASE_URI": database_url, "ACCESS_LOG": False}
+        app = create_app({**settings, **config})
         apps.append(app)
         return app
 
@@ -232,13 +238,13 @@ def hits(app):
 
 @pytest.fixture
 def start_server(tmp_path):
-    """Start real gunicorn servers from the Procfile; all are stopped when the test ends."""
+    """Start real servers from the Procfile; all are stopped when the test ends."""
     started = []
 
     def start(database_url, **env):
         port = env.pop("PORT", None) or servers.free_port()
         environment = servers.clean_env(DATABASE_URL=database_url, PORT=port, **env)
-        server = servers.Server(environment, tmp_path / f"gunicorn-{port}.log")
+        server = servers.Server(environment, tmp_path / f"server-{port}.log")
         started.append(server)
         return server
 

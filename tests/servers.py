@@ -1,7 +1,8 @@
-"""Real gunicorn servers started from the Procfile's web line, for tests that need processes."""
+"""Real servers started from the Procfile's web line (granian), for tests that need processes."""
 
 import http.client
 import os
+import re
 import shlex
 import signal
 import socket
@@ -43,7 +44,8 @@ def clean_env(**overrides):
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("DATABASE_", "GUNICORN_", "RATELIMIT_", "PROXY_FIX_"))
+        if not k.startswith(("DATABASE_", "WEB_", "RATELIMIT_", "PROXY_FIX_"))
+        and k not in ("HOST", "ACCESS_LOG", "REQUEST_BODY_TIMEOUT", "GRACEFUL_TIMEOUT")
     }
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["RATELIMIT_ENABLED"] = "false"
@@ -57,6 +59,38 @@ class Answer(NamedTuple):
     status: int | None
     body: bytes = b""
     retry_after: str | None = None
+
+
+def exchange(port, data, half_close=False, timeout=15):
+    """Send raw bytes and return the server's first answer, read up to its Content-Length or
+    to the end of the connection. A half-close ends a body early; hyper, like most servers,
+    drops a connection whose client half-closes after a whole request, so only tests of
+    cut-off bodies use it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+        conn.sendall(data)
+        if half_close:
+            conn.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+            head, found, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length: *(\d+)", head)
+            if found and length and len(body) >= int(length.group(1)):
+                break
+    return answer
+
+
+def parse_answer(answer):
+    """(status, headers with lowercase names, body) of a raw answer; (None, {}, b"") for none."""
+    if not answer:
+        return None, {}, b""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(lines[0].split(" ", 2)[1]), headers, body
 
 
 def fetch(url, headers=None, timeout=30):
@@ -122,7 +156,7 @@ def run_release(env):
 
 
 class Server:
-    """One gunicorn master and its workers, started from the Procfile's web line."""
+    """One server process and its workers, started from the Procfile's web line."""
 
     def __init__(self, env, log_path):
         self.port = int(env["PORT"])
@@ -144,7 +178,7 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited {self.process.returncode}:\n{self.output()}")
+                raise RuntimeError(f"server exited {self.process.returncode}:\n{self.output()}")
             try:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=2) as r:
                     if r.status == 200:
@@ -152,10 +186,10 @@ class Server:
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"gunicorn did not become ready:\n{self.output()}")
+        raise RuntimeError(f"server did not become ready:\n{self.output()}")
 
     def worker_pids(self):
-        """The pids of the master's live worker processes, read from /proc."""
+        """The pids of the main process's live workers, read from /proc."""
         pids = set()
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -177,11 +211,11 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def wait_for_output(self, text, timeout=10):
-        """Wait until the server has written text: gunicorn logs a request after answering it."""
+        """Wait until the server has written text: a request is logged after it is answered."""
         wait_until(lambda: text in self.output(), timeout)
 
     def kill(self):
-        """SIGKILL the master and every worker at once: the harshest crash there is."""
+        """SIGKILL the main process and every worker at once: the harshest crash there is."""
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:

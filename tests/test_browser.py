@@ -1,4 +1,4 @@
-"""The pages in a real browser: Debian's Chromium, driven by Playwright, against real gunicorn."""
+"""The pages in a real browser: Debian's Chromium, driven by Playwright, against the real server."""
 
 import math
 from datetime import timedelta

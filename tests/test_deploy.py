@@ -39,12 +39,12 @@ def test_database_url_forms_use_psycopg_3(monkeypatch, raw):
 @pytest.mark.parametrize(
     ("env", "pool_size"),
     [
-        ({}, 5),  # gunicorn.conf.py's default threads per worker, and the counter writer
-        ({"GUNICORN_THREADS": "8"}, 9),
-        ({"GUNICORN_THREADS": "8", "DB_POOL_SIZE": "3"}, 4),
+        ({}, 5),  # the default WEB_THREADS, and the counter writer
+        ({"WEB_THREADS": "8"}, 9),
+        ({"WEB_THREADS": "8", "DB_POOL_SIZE": "3"}, 4),
     ],
 )
-def test_pool_has_one_connection_per_gunicorn_thread(monkeypatch, env, pool_size):
+def test_pool_has_one_connection_per_request_thread(monkeypatch, env, pool_size):
     monkeypatch.setenv("DATABASE_URL", UNUSED_POSTGRES)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -300,6 +300,6 @@ def test_settings_out_of_range_refuse_to_start(monkeypatch, capsys, name, value,
     with pytest.raises(storage.InvalidSetting) as refused:
         create_app()
     assert str(refused.value) == f"Refusing to start: {message}"
-    # gunicorn's worker boot error, which stops a master rather than respawning workers.
+    # 3: the status a process manager reads as "failed to boot", not worth a restart.
     assert refused.value.code == 3
     assert capsys.readouterr().err == f"Refusing to start: {message}\n"

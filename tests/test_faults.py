@@ -42,8 +42,10 @@ def test_sigkilled_worker_loses_no_acknowledged_hit(any_url, start_server, read_
     acknowledged = statuses.count(200)
     unanswered = statuses.count(None)
     assert set(statuses) <= {200, None}, "no request may get an error for a worker's death"
-    # Only requests in flight on the killed worker may go unanswered.
-    assert unanswered <= CLIENTS
+    # Only requests sent to the killed worker may go unanswered: each client's request in
+    # flight, and at most one more connection per client that the kernel had already queued
+    # on the dying worker's listening socket (each worker listens on the port itself).
+    assert unanswered <= 2 * CLIENTS
     assert statuses[killed_at:].count(200) >= 200
     # Every 200 was counted; an unanswered request may have been counted before the kill.
     assert acknowledged <= read_counter(any_url) - before <= acknowledged + unanswered

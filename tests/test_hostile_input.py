@@ -5,7 +5,6 @@ one error when it fails, and no other stored value changes.
 """
 
 import json
-import socket
 import sqlite3
 from contextlib import closing
 from urllib.parse import quote
@@ -188,7 +187,8 @@ def test_hostile_bodies(client, snapshot, body, content_type):
     assert_counted_once(before, snapshot(), response.status_code)
 
 
-EIGHT_KB = "x" * 8 * 1024
+# Just under the 8 KiB limit on a header line: the biggest value that reaches the app.
+EIGHT_KB = "x" * 8000
 
 HEADERS = {
     "8 KB bearer token": ("/api/errors", {"Authorization": "Bearer " + EIGHT_KB}),
@@ -197,7 +197,8 @@ HEADERS = {
     "8 KB cookie": ("/api/nothing", {"Cookie": "a=" + EIGHT_KB}),
     "8 KB accept": ("/api/nothing", {"Accept": "text/" + EIGHT_KB}),
     "8 KB user agent": ("/api/nothing", {"User-Agent": EIGHT_KB}),
-    "100 headers": ("/api/nothing", {f"X-H{i}": "v" for i in range(100)}),
+    # With the Host and User-Agent the test client adds, 100: as many as a request may have.
+    "100 headers": ("/api/nothing", {f"X-H{i}": "v" for i in range(98)}),
     "empty authorization": ("/api/pizza", {"Authorization": ""}),
     "scheme only": ("/api/pizza", {"Authorization": "Bearer"}),
     "three words": ("/api/pizza", {"Authorization": "Bearer a b"}),
@@ -309,127 +310,115 @@ def test_any_json_body(client, snapshot, body):
         assert_counted_once(before, snapshot(), response.status_code)
 
 
-# The real server: what gunicorn refuses before the app sees it, and what the app refuses.
-
-
-def send_raw(port, data):
-    """Send bytes, half-close, and return everything the server answers."""
-    with socket.create_connection(("127.0.0.1", port), timeout=15) as conn:
-        conn.sendall(data)
-        conn.shutdown(socket.SHUT_WR)
-        answer = b""
-        while chunk := conn.recv(65536):
-            answer += chunk
-    return answer
-
-
-def parse_answer(answer):
-    """(status, JSON body) of a raw HTTP answer."""
-    head, _, body = answer.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    return status, json.loads(body)
-
-
-def chunked(body, chunk_size=8000):
-    pieces = [body[i : i + chunk_size] for i in range(0, len(body), chunk_size)]
-    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+# The real server: what it refuses before the app sees a request, and what the app refuses.
 
 
 FORM = b"Content-Type: application/x-www-form-urlencoded\r\n"
 
-# (raw request, status, reaches the app)
+# Who answers each one: the app's edge in the envelope (not a hit), the server with an empty
+# answer of its own (not a hit: the request never existed for the app), or the app (a hit).
+EDGE, SERVER, APP = "edge", "server", "app"
+
+# (raw request, status, who answers)
 RAW_REQUESTS = {
     "request line over the limit": (
         b"GET /api?data=" + b"a" * 5000 + b" HTTP/1.1\r\n\r\n",
         414,
-        False,
+        EDGE,
     ),
     "header over 8 KB": (
         b"GET /api/pizza HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8200 + b"\r\n\r\n",
         431,
-        False,
+        EDGE,
     ),
     "101 headers": (
         b"GET /api/pizza HTTP/1.1\r\n"
         + b"".join(b"X-H%d: v\r\n" % i for i in range(101))
         + b"\r\n",
         431,
-        False,
+        SERVER,
     ),
-    "garbage line": (b"GARBAGE\r\n\r\n", 400, False),
-    "binary line": (b"\x00\x01\x02\xff\xfe\r\n\r\n", 400, False),
-    "http/2 preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, False),
-    "nul in path": (b"GET /api/\x00 HTTP/1.1\r\nHost: x\r\n\r\n", 400, False),
-    "invalid utf-8 in path": (b"GET /api/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n", 400, False),
+    "head over the server's buffer": (
+        b"GET /api/pizza HTTP/1.1\r\nHost: x\r\n"
+        + b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 8000) for i in range(60))
+        + b"\r\n",
+        431,
+        SERVER,
+    ),
+    "garbage line": (b"GARBAGE\r\n\r\n", 400, SERVER),
+    "binary line": (b"\x00\x01\x02\xff\xfe\r\n\r\n", 400, SERVER),
+    "http/2 preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", None, SERVER),
+    "nul in path": (b"GET /api/\x00 HTTP/1.1\r\nHost: x\r\n\r\n", 400, SERVER),
+    "invalid utf-8 in path": (b"GET /api/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n", 400, SERVER),
     "header without colon": (
         b"GET /api/pizza HTTP/1.1\r\nHost: x\r\nAuthorization Bearer x\r\n\r\n",
         400,
-        False,
+        SERVER,
     ),
-    "bare line feeds": (b"GET /api/pizza HTTP/1.1\nHost: x\n\n", 400, False),
     "garbage content length": (
         b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
         400,
-        False,
+        SERVER,
     ),
+    # Chunked bodies are refused whatever their framing, so none can smuggle a request.
     "length and chunked": (
         b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        400,
-        False,
+        411,
+        APP,
     ),
     "bad chunk size": (
         b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
         + FORM
         + b"\r\nzz\r\nabc\r\n0\r\n\r\n",
-        400,
-        True,
+        411,
+        APP,
     ),
     "unterminated chunk": (
         b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
         + FORM
         + b"\r\na\r\ndata=pizza",
-        400,
-        True,
-    ),
-    "chunked over the limit": (
-        b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-        + FORM
-        + b"\r\n"
-        + chunked(b"data=" + b"p" * 70_000),
-        413,
-        True,
+        411,
+        APP,
     ),
     "length over the limit": (
         b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n" + FORM + b"\r\n",
         413,
-        True,
+        APP,
     ),
 }
 
 
 @pytest.mark.server
-def test_real_server_answers_malformed_http_in_the_envelope(start_server, tmp_path):
+def test_real_server_answers_malformed_http_and_counts_only_what_reaches_the_app(
+    start_server, tmp_path
+):
     url = f"sqlite:///{tmp_path}/hostile.sqlite3"
     servers.run_release(servers.clean_env(DATABASE_URL=url))
     server = start_server(url)
     before = read_database(tmp_path / "hostile.sqlite3")[0]
 
     reached_app = 0
-    for name, (raw, status, reaches_app) in RAW_REQUESTS.items():
-        answered, body = parse_answer(send_raw(server.port, raw))
+    for name, (raw, status, answers) in RAW_REQUESTS.items():
+        answered, _, body = servers.parse_answer(servers.exchange(server.port, raw))
         assert (name, answered) == (name, status)
-        assert set(body) == {"type", "content"} and body["type"] == "Error", name
-        reached_app += reaches_app
+        if answers == SERVER:
+            assert (name, body) == (name, b"")
+        else:
+            document = json.loads(body)
+            assert set(document) == {"type", "content"} and document["type"] == "Error", name
+        reached_app += answers == APP
 
-    # Bytes without a line end and then a closed connection: nothing to answer, nothing breaks.
-    assert send_raw(server.port, b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03") == b""
-    # A small chunked body is read whole.
-    small = b"POST /api HTTP/1.1\r\nHost: x\r\n" + FORM + b"Transfer-Encoding: chunked\r\n\r\n"
-    answered, body = parse_answer(send_raw(server.port, small + chunked(b"data=pizza")))
-    assert (answered, body["type"]) == (200, "Pizza")
+    # TLS spoken to plain HTTP, then a closed connection: at most the server's empty 400.
+    tls = b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03"
+    answered, _, body = servers.parse_answer(servers.exchange(server.port, tls, half_close=True))
+    assert (answered, body) in ((None, b""), (400, b""))
+    # A body with a Content-Length is read whole.
+    whole = b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n" + FORM + b"\r\ndata=pizza"
+    answered, _, body = servers.parse_answer(servers.exchange(server.port, whole))
+    assert (answered, json.loads(body)["type"]) == (200, "Pizza")
 
-    # gunicorn's refusals never reached the app, so they are not hits; the app's are.
+    # What was refused before the app is not a hit; what the app answered is.
     after = read_database(tmp_path / "hostile.sqlite3")[0]
     assert after["hits"] == before.get("hits", 0) + reached_app + 1
     assert after["errors"] == before.get("errors", 0) + reached_app

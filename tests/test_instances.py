@@ -1,4 +1,4 @@
-"""Several dynos, one PostgreSQL: two gunicorn servers from the Procfile agree on everything."""
+"""Several dynos, one PostgreSQL: two servers from the Procfile agree on everything."""
 
 import json
 import subprocess

@@ -160,19 +160,21 @@ def test_body_limit_is_configurable(make_app):
     assert client.post("/api", data={"data": "p" * 200}).status_code == 413
 
 
-def test_chunked_body_over_the_limit_gets_413(make_app):
-    # No Content-Length to check up front: the limit applies while the body is read.
-    client = make_app(MAX_CONTENT_LENGTH=100).test_client()
+@pytest.mark.parametrize("size", [10, 500])
+def test_chunked_bodies_get_411_whatever_their_size(client, hits, size):
+    # A server may hand over a chunked body the client cut off as if it were whole; only a
+    # Content-Length lets the app tell, so chunked bodies are refused outright.
+    before = hits(), hits("errors")
     response = client.post(
         "/api",
-        input_stream=io.BytesIO(b'{"data": "' + b"p" * 500 + b'"}'),
+        input_stream=io.BytesIO(b'{"data": "' + b"p" * size + b'"}'),
         content_type="application/json",
         headers={"Transfer-Encoding": "chunked"},
-        # As gunicorn does for a chunked body: the stream ends where the body ends.
         environ_base={"wsgi.input_terminated": True},
     )
-    assert response.status_code == 413
-    assert response.get_json()["type"] == "Error"
+    assert response.status_code == 411
+    assert response.get_json() == {"type": "Error", "content": security.CHUNKED_REFUSED}
+    assert (hits(), hits("errors")) == (before[0] + 1, before[1] + 1)
 
 
 # Where requests come from.

@@ -99,8 +99,8 @@ def test_another_origin_can_call_the_api_with_a_token(browser, server, other_ori
     assert result["body"]["type"] == "ErrorCount"
     page.close()
 
-    # Both the preflight and the call reached the server. gunicorn logs a request after
-    # answering it, so the lines may trail the answers by a moment.
+    # Both the preflight and the call reached the server. A request is logged once it is
+    # answered, so the lines may trail the answers by a moment.
     server.wait_for_output('"OPTIONS /api/errors HTTP/1.1" 200')
     server.wait_for_output('"GET /api/errors HTTP/1.1" 200')
 

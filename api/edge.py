@@ -1,0 +1,180 @@
+"""The WSGI layer between the server and Flask: what every request meets before the app does.
+
+It is plain WSGI, so it holds the same under granian, gunicorn or any other server:
+
+1. **Request head limits.** A request line over 4 KiB is answered ``414``, a header over 8 KiB
+   or more than 100 headers ``431``, in the envelope with the security headers. Such requests
+   never reach Flask, so they are not hits. (The server bounds the head first: granian refuses
+   a head over its buffer, and hyper more than 100 headers, with empty answers of its own.)
+2. **Request bodies** get a reader that ends at ``Content-Length`` and bounds every wait
+   (``api/request_bodies.py``).
+3. **The app answers**; a small answer is collected into one bytes object, which granian sends
+   in one piece instead of iterating.
+4. **The access log** gets its line (``api/access_log.py``), after the app, so that the
+   address it logs is the one ProxyFix trusted.
+
+Should anything escape the app (which turns every error into an answer of its own), the client
+still gets a ``500`` in the envelope and the log one line, rather than a server's bare 500 and
+a traceback.
+"""
+
+import json
+import logging
+
+from werkzeug.http import HTTP_STATUS_CODES
+
+from . import errors, request_bodies, security
+from .access_log import AccessLog, request_target
+from .storage import require
+
+# gunicorn's limits, which this service has always promised: a request line of 4094 bytes
+# (without its CRLF), 100 header fields, each line "Name: value" up to 8190 bytes.
+MAX_REQUEST_LINE = 4094
+MAX_HEADERS = 100
+MAX_HEADER_LINE = 8190
+
+# Answers up to this size are joined into one piece; bigger or unknown ones stream as they come.
+COLLECT_UP_TO = 1024 * 1024
+
+logger = logging.getLogger(__name__)
+
+
+def refusal(status):
+    """A complete WSGI answer for a request refused here: envelope, security headers, close."""
+    document = errors.error_document(status, errors.standard_message(status))
+    body = (json.dumps(document) + "\n").encode()
+    headers = [
+        ("Content-Type", errors.ENVELOPE_MIMETYPE),
+        ("Content-Length", str(len(body))),
+        *security.DATA_HEADERS,
+        ("Connection", "close"),
+    ]
+    return f"{status} {HTTP_STATUS_CODES[status]}", headers, body
+
+
+def _path_length_at_most(environ):
+    """An upper bound of the request target's length as sent: a decoded path character took at
+    most three (``%XX``); the query string is passed on as sent."""
+    query = environ.get("QUERY_STRING", "")
+    return 3 * len(environ.get("PATH_INFO", "")) + (len(query) + 1 if query else 0)
+
+
+def head_refusal(environ):
+    """414 or 431 when the request's head breaks a limit, else None."""
+    method = environ.get("REQUEST_METHOD", "")
+    protocol = environ.get("SERVER_PROTOCOL", "")
+    fixed = len(method) + len(protocol) + 2
+    if fixed + _path_length_at_most(environ) > MAX_REQUEST_LINE:
+        # Only long targets pay for rebuilding the target as it went on the wire.
+        if fixed + len(request_target(environ)) > MAX_REQUEST_LINE:
+            return 414
+    count = 0
+    for key, value in environ.items():
+        if key[:5] == "HTTP_":
+            name = len(key) - 5
+        elif key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
+            name = len(key)
+        else:
+            continue
+        count += 1
+        if type(value) is str and name + 2 + len(value) > MAX_HEADER_LINE:
+            return 431
+    if count > MAX_HEADERS:
+        return 431
+    return None
+
+
+class Edge:
+    """Wraps Flask's ``wsgi_app``; see the module docstring for what it does, in order."""
+
+    def __init__(self, app, deadline, access_log=None):
+        self.app = app
+        self.deadline = deadline
+        self.access_log = access_log
+        self.refusals = {status: refusal(status) for status in (414, 431)}
+
+    def __call__(self, environ, start_response):
+        refused = head_refusal(environ)
+        if refused is not None:
+            status, headers, body = self.refusals[refused]
+            start_response(status, headers)
+            self.log(environ, refused, len(body))
+            return [body]
+        if "CONTENT_LENGTH" in environ:
+            self.deadline.wrap(environ)
+
+        # The status, the Content-Length header's value, and whether the app started an answer.
+        answer = [500, None, False]
+
+        def start(status, headers, exc_info=None):
+            answer[0] = int(status[:3])
+            answer[2] = True
+            for name, value in headers:
+                if name == "Content-Length":
+                    answer[1] = value
+                    break
+            return start_response(status, headers, exc_info)
+
+        try:
+            iterable = self.app(environ, start)
+        except Exception:
+            logger.exception("unhandled error outside the app's error handlers")
+            if answer[2]:
+                # The app had started its answer: too late for another one.
+                raise
+            status, headers, body = refusal(500)
+            start_response(status, headers)
+            self.log(environ, 500, len(body))
+            return [body]
+
+        length = answer[1]
+        if length is not None and length.isdigit() and int(length) <= COLLECT_UP_TO:
+            try:
+                body = b"".join(iterable)
+            finally:
+                close = getattr(iterable, "close", None)
+                if close is not None:
+                    close()
+            self.log(environ, answer[0], len(body))
+            return [body]
+        return LoggedIterable(iterable, self, environ, answer)
+
+    def log(self, environ, status, size):
+        if self.access_log is not None:
+            self.access_log.log(environ, status, size)
+
+
+class LoggedIterable:
+    """A streamed answer: its bytes are counted as they go, and the line is logged at close."""
+
+    def __init__(self, iterable, edge, environ, answer):
+        self._iterable = iterable
+        self._edge = edge
+        self._environ = environ
+        self._answer = answer
+        self._sent = 0
+
+    def __iter__(self):
+        for chunk in self._iterable:
+            self._sent += len(chunk)
+            yield chunk
+
+    def close(self):
+        try:
+            close = getattr(self._iterable, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._edge.log(self._environ, self._answer[0], self._sent)
+
+
+def init_app(app):
+    """Put the edge around everything else the app's WSGI callable does, ProxyFix included."""
+    config = app.config
+    require(config, "WEB_THREADS", lambda n: n >= 1, "1 or more")
+    require(config, "REQUEST_BODY_TIMEOUT", lambda s: s > 0, "more than 0 seconds")
+    deadline = request_bodies.BodyDeadline(
+        config["REQUEST_BODY_TIMEOUT"], slots=max(1, config["WEB_THREADS"] // 2)
+    )
+    access_log = AccessLog(config["TOKEN_PREFIX"]) if config["ACCESS_LOG"] else None
+    app.wsgi_app = Edge(app.wsgi_app, deadline, access_log)

@@ -1,0 +1,157 @@
+"""The web process: ``python -m api.server``, the Procfile's web line.
+
+It serves ``create_app()`` with granian, a native HTTP server whose workers run the WSGI app in
+a pool of Python threads, configured from the same environment as the app (``Config``):
+
+- ``WEB_CONCURRENCY`` worker processes, each with ``WEB_THREADS`` threads for requests, the
+  number the database pool is sized for; granian's default (256 threads) would queue them on
+  the pool instead.
+- ``HOST``:``PORT``, refused with one line if another process already listens there (granian
+  binds with ``SO_REUSEPORT`` and would otherwise share the port in silence).
+- HTTP/1.1 only: the request head limits hold for it (api/edge.py), and a platform's router
+  speaks HTTP/1.1 to the dyno anyway.
+- A connection may sit idle, or send its request head, for 5 s at most; then it is closed.
+  Slow heads never reach a Python thread.
+- A worker that dies is replaced (granian's default is to stop the whole server); a worker
+  that dies again within seconds of its replacement stops it, rather than looping.
+- On SIGTERM, requests in flight get ``GRACEFUL_TIMEOUT`` seconds (20), inside a platform's
+  30 s, before workers are killed; without it granian would wait for them forever.
+
+The app is built once here, before anything listens, so that a setting it refuses ends the
+process with its one line and exit status 3 (``StartupRefused``) and no port is ever opened.
+Workers are forked with the app already built, as gunicorn's ``preload_app`` did.
+"""
+
+import errno
+import logging
+import os
+import socket
+import sys
+
+from granian import Granian
+from granian.constants import HTTPModes, Interfaces
+from granian.http import HTTP1Settings
+
+from . import access_log, create_app
+from .storage import StartupRefused, require
+
+# Idle keep-alive connections, and request heads still arriving, are closed after this long.
+HEADER_READ_TIMEOUT_MS = 5000
+# A request head that outgrows this buffer is refused by granian itself, with an empty 431;
+# api/edge.py answers the tighter limits in the envelope first. granian checks between reads,
+# so a head sent in one burst can pass a little over it.
+HEAD_BUFFER_BYTES = 64 * 1024
+# The names a WSGI environ uses for the request itself (CGI's meta-variables, headers as
+# HTTP_*). granian starts every request's environ from a copy of the process environment, so a
+# variable of that name would read as part of every request: an HTTP_AUTHORIZATION variable
+# as a token sent, an HTTP_X_FORWARDED_FOR as a client's address. They are dropped at start.
+REQUEST_VARIABLES = frozenset(
+    {
+        "AUTH_TYPE",
+        "CONTENT_LENGTH",
+        "CONTENT_TYPE",
+        "GATEWAY_INTERFACE",
+        "PATH_INFO",
+        "PATH_TRANSLATED",
+        "QUERY_STRING",
+        "RAW_URI",
+        "REMOTE_ADDR",
+        "REMOTE_HOST",
+        "REMOTE_IDENT",
+        "REMOTE_PORT",
+        "REMOTE_USER",
+        "REQUEST_METHOD",
+        "REQUEST_URI",
+        "SCRIPT_NAME",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "SERVER_PROTOCOL",
+        "SERVER_SOFTWARE",
+    }
+)
+
+
+def is_request_variable(name):
+    """Whether an environment variable would read as request data in a WSGI environ."""
+    return (
+        name.startswith("HTTP_")
+        or name in REQUEST_VARIABLES
+        or name.startswith(("wsgi.", "werkzeug."))
+    )
+
+
+def drop_request_variables(environ=os.environ):
+    """Remove the variables a request's environ would inherit as request data; their names."""
+    dropped = sorted(name for name in environ if is_request_variable(name))
+    for name in dropped:
+        del environ[name]
+    return dropped
+
+
+def ensure_port_free(host, port):
+    """Refuse to start when another process listens on the port, instead of sharing it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR ignores connections of a server stopped moments ago; without
+        # SO_REUSEPORT the bind fails while any socket listens on the port.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                raise
+            raise StartupRefused(
+                f"Refusing to start: another process is listening on {host}:{port}."
+            ) from None
+
+
+def check_settings(config):
+    """Refuse, with the setting's name and rule, what granian would reject or misread."""
+    require(config, "PORT", lambda port: 1 <= port <= 65535, "a port number, 1 to 65535")
+    require(config, "WEB_CONCURRENCY", lambda n: n >= 1, "1 or more")
+    require(config, "GRACEFUL_TIMEOUT", lambda s: 1 <= s <= 1800, "from 1 to 1800 seconds")
+
+
+def build_server(config):
+    """granian, set up as the module docstring says."""
+    server = Granian(
+        "api:create_app()",
+        interface=Interfaces.WSGI,
+        address=config["HOST"],
+        port=config["PORT"],
+        workers=config["WEB_CONCURRENCY"],
+        blocking_threads=config["WEB_THREADS"],
+        http=HTTPModes.http1,
+        websockets=False,
+        http1_settings=HTTP1Settings(
+            header_read_timeout=HEADER_READ_TIMEOUT_MS,
+            keep_alive=True,
+            max_buffer_size=HEAD_BUFFER_BYTES,
+        ),
+        # The app writes the access log itself (api/access_log.py), under any server.
+        log_access=False,
+        respawn_failed_workers=True,
+        workers_kill_timeout=config["GRACEFUL_TIMEOUT"],
+    )
+    # granian's own messages name no request data today; masked all the same.
+    logging.getLogger("_granian").addFilter(access_log.SecretMaskingFilter(config["TOKEN_PREFIX"]))
+    return server
+
+
+def main():
+    """Build the app, then serve it; a refusal before anything listens exits with one line."""
+    dropped = drop_request_variables()
+    # Both refuse with StartupRefused, a SystemExit that has printed its one line.
+    app = create_app()
+    check_settings(app.config)
+    ensure_port_free(app.config["HOST"], app.config["PORT"])
+    if dropped:
+        app.logger.warning("ignored request-shaped environment variables: %s", ", ".join(dropped))
+    server = build_server(app.config)
+    # Every worker forks with this app; granian's loader would otherwise import and build it
+    # again in each of them.
+    server.serve(target_loader=lambda _target: app)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The WSGI edge around Flask, through the test client: head limits, request bodies, last resort.
+
+The same layer runs under the real server; tests/test_web_process.py sends the raw bytes.
+"""
+
+import io
+import time
+
+import pytest
+
+from api import edge, request_bodies, security
+
+ENVELOPE = {"type", "content"}
+
+
+def assert_refused_uncounted(response, status, hits, before):
+    assert response.status_code == status
+    assert response.get_json().keys() == ENVELOPE
+    assert response.get_json()["type"] == "Error"
+    assert response.headers["Content-Security-Policy"] == security.DATA_CSP
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Connection"] == "close"
+    # Refused before Flask: neither a hit nor an error, like anything the server refuses.
+    assert (hits(), hits("errors")) == before
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/api?data=" + "a" * 4100, 414),
+        ("/api/" + "b" * 4100, 414),
+        # Decoded, this path is short; as sent, it is over the limit.
+        ("/api/" + "%62" * 1400, 414),
+    ],
+)
+def test_a_request_line_over_4_kib_gets_414(client, hits, path, status):
+    before = hits(), hits("errors")
+    assert_refused_uncounted(client.get(path), status, hits, before)
+
+
+def test_a_request_line_at_the_limit_reaches_the_app(client, hits):
+    # "GET " + target + " HTTP/1.1" is exactly 4094 bytes.
+    target = "/api?data=1&pad=" + "x" * (4094 - len("GET  HTTP/1.1") - len("/api?data=1&pad="))
+    assert client.get(target).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Big": "a" * 8200},
+        {"Authorization": "Bearer " + "a" * 8190},
+        {f"X-H{i}": "v" for i in range(99)},  # with Host and User-Agent, 101
+    ],
+    ids=["one header over 8 KiB", "a token over 8 KiB", "101 headers"],
+)
+def test_oversized_heads_get_431(client, hits, headers):
+    before = hits(), hits("errors")
+    assert_refused_uncounted(client.get("/api/pizza", headers=headers), 431, hits, before)
+
+
+def test_a_header_line_at_the_limit_reaches_the_app(client):
+    # "X-Big: " + value is exactly 8190 bytes.
+    assert client.get("/api/pizza", headers={"X-Big": "a" * (8190 - 7)}).status_code == 200
+
+
+def test_a_body_shorter_than_its_content_length_is_refused(client, hits):
+    before = hits("errors")
+    response = client.post(
+        "/api",
+        input_stream=io.BytesIO(b"data=pizza"),
+        content_type="application/x-www-form-urlencoded",
+        environ_overrides={"CONTENT_LENGTH": "100"},
+    )
+    assert response.status_code == 400
+    assert response.get_json()["content"] == request_bodies.TRUNCATED
+    assert hits("errors") == before + 1
+
+
+def test_a_body_is_read_up_to_its_content_length_and_no_further(client):
+    # Bytes past the declared length belong to the next request on the connection.
+    response = client.post(
+        "/api",
+        input_stream=io.BytesIO(b"data=pizzaGET / HTTP/1.1\r\n\r\n"),
+        content_type="application/x-www-form-urlencoded",
+        environ_overrides={"CONTENT_LENGTH": "10"},
+    )
+    assert response.get_json() == {
+        "type": "Pizza",
+        "content": "There are 10 pizzas being made in the pizzeria",
+    }
+
+
+class StalledInput:
+    """A body that never comes: every read blocks until the watchdog would end it."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def read(self, _size=-1):
+        time.sleep(self.seconds)
+        return b""
+
+
+def test_a_read_that_outlasts_the_deadline_is_a_408(make_app, hits):
+    app = make_app(REQUEST_BODY_TIMEOUT=0.2)
+    before = hits("errors")
+    response = app.test_client().post(
+        "/api",
+        input_stream=io.BytesIO(),
+        content_type="application/x-www-form-urlencoded",
+        environ_overrides={"CONTENT_LENGTH": "10", "wsgi.input": StalledInput(0.3)},
+    )
+    assert response.status_code == 408
+    assert response.get_json()["content"] == request_bodies.stalled_message(0.2)
+    assert hits("errors") == before + 1
+
+
+def test_bodies_waiting_beyond_the_slots_are_turned_away_at_once():
+    deadline = request_bodies.BodyDeadline(timeout=10, slots=2)
+    first, _ = deadline.begin(port=0)
+    second, _ = deadline.begin(port=0)
+    with pytest.raises(Exception) as refused:
+        deadline.begin(port=0)
+    assert refused.value.code == 503
+    assert refused.value.description == request_bodies.TOO_MANY_SLOW_BODIES
+    deadline.end(first)
+    third, _ = deadline.begin(port=0)
+    deadline.end(second)
+    deadline.end(third)
+
+
+def test_an_exception_that_escapes_flask_is_still_an_envelope(make_app, caplog):
+    app = make_app()
+
+    def broken(environ, start_response):
+        raise RuntimeError("escaped")
+
+    app.wsgi_app.app = broken
+    response = app.test_client().get("/api?data=1")
+    assert response.status_code == 500
+    assert response.get_json() == {"type": "Error", "content": "Internal server error"}
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "unhandled error outside the app's error handlers" in caplog.text
+
+
+def test_the_edge_is_outermost(app):
+    # ProxyFix and Flask inside it, so that it sees every request first and logs last.
+    assert isinstance(app.wsgi_app, edge.Edge)

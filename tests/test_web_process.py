@@ -1,0 +1,304 @@
+"""The Procfile's web process (granian) as clients and platforms meet it, byte by byte.
+
+Each test starts the real server from the Procfile's web line and talks to it over a socket:
+what it refuses before the app, how it treats bodies, slow clients, crashes, shutdown,
+start-up refusals, and what it will not take from its own environment.
+"""
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import threading
+import time
+from contextlib import closing
+
+import pytest
+
+from api import request_bodies, security
+
+from . import servers
+
+pytestmark = pytest.mark.server
+
+FORM = b"Content-Type: application/x-www-form-urlencoded\r\n"
+
+
+def status_of(answer):
+    return servers.parse_answer(answer)[0]
+
+
+def json_of(answer):
+    return json.loads(servers.parse_answer(answer)[2])
+
+
+def counters(path):
+    with closing(sqlite3.connect(path)) as db:
+        rows = db.execute("SELECT name, SUM(value) FROM counters GROUP BY name").fetchall()
+    return {name: total for name, total in rows}
+
+
+@pytest.fixture
+def served(start_server, tmp_path):
+    """A server on a fresh SQLite file, and a way to read its counters from the file."""
+    path = tmp_path / "web.sqlite3"
+    url = f"sqlite:///{path}"
+    servers.run_release(servers.clean_env(DATABASE_URL=url))
+
+    def start(**env):
+        server = start_server(url, **env)
+        server.counts = lambda: counters(path)
+        return server
+
+    start.url = url
+    return start
+
+
+# 1, 2. What is refused before the app, in the envelope where the app's edge can answer and
+# as the server's own empty answer where only the server can: tests/test_hostile_input.py
+# sends each malformed request to this server and checks its answer and the counts.
+
+
+# 3. Request bodies: a cut-off body is never taken for a whole one.
+
+
+def test_chunked_bodies_get_411_even_when_cut_off(served):
+    server = served()
+    whole = b"a\r\ndata=pizza\r\n0\r\n\r\n"
+    cut_off = b"a\r\ndata=pizza\r\n"  # no final chunk; the client half-closes
+    for body in (whole, cut_off):
+        raw = b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n" + FORM + b"\r\n"
+        answer = servers.exchange(server.port, raw + body, half_close=body is cut_off)
+        assert status_of(answer) == 411
+        assert json_of(answer)["content"] == security.CHUNKED_REFUSED
+
+
+def test_a_body_cut_off_before_its_content_length_is_a_400(served):
+    server = served()
+    raw = b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n" + FORM + b"\r\ndata=pizza"
+    answer = servers.exchange(server.port, raw, half_close=True)
+    assert status_of(answer) == 400
+    assert json_of(answer)["content"] == request_bodies.TRUNCATED
+    whole = b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n" + FORM + b"\r\ndata=pizza"
+    assert json_of(servers.exchange(server.port, whole))["type"] == "Pizza"
+
+
+# 4. Header names with underscores.
+
+
+def logged_address(server, marker):
+    server.wait_for_output(marker)
+    line = next(x for x in server.output().splitlines() if marker in x)
+    return line.split(" ", 1)[0]
+
+
+@pytest.mark.parametrize(("hops", "expected"), [(0, "127.0.0.1"), (1, "198.51.100.9")])
+def test_an_underscore_header_counts_as_its_hyphenated_name(served, hops, expected):
+    """granian reads X_Forwarded_For as X-Forwarded-For. With no proxy trusted it changes
+    nothing; behind a trusted proxy, the proxy must drop such names (README, Security)."""
+    server = served(PROXY_FIX_X_FOR=hops)
+    marker = f"/api?data=1&underscore={hops}"
+    raw = f"GET {marker} HTTP/1.1\r\nHost: x\r\nX_Forwarded_For: 198.51.100.9\r\n\r\n"
+    assert status_of(servers.exchange(server.port, raw.encode())) == 200
+    assert logged_address(server, marker) == expected
+
+
+# 5. A worker that dies is replaced: tests/test_faults.py kills one under load.
+
+
+def test_a_worker_that_dies_is_replaced(served):
+    server = served(WEB_CONCURRENCY=2)
+    victim = min(server.worker_pids())
+    os.kill(victim, signal.SIGKILL)
+    servers.wait_until(
+        lambda: len(server.worker_pids()) == 2 and victim not in server.worker_pids()
+    )
+    assert server.process.poll() is None
+    assert servers.fetch(server.url + "/api/pizza").status == 200
+
+
+# 6. A stuck request does not hold up a shutdown past its deadline.
+
+
+def test_sigterm_stops_within_the_graceful_timeout_despite_a_stuck_request(served):
+    server = served(GRACEFUL_TIMEOUT=2, REQUEST_BODY_TIMEOUT=60)
+    stuck = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    # A body that never comes holds a request thread until its deadline, a minute away.
+    stuck.sendall(b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n" + FORM + b"\r\nd")
+    time.sleep(0.5)
+    began = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    server.process.wait(timeout=15)
+    assert time.monotonic() - began < 2 + 3
+    stuck.close()
+
+
+# 7. Start-up refusals: one line, a non-zero status, and nothing ever listening.
+
+
+def run_web(env, timeout=60):
+    return subprocess.run(
+        servers.procfile_command("web"),
+        cwd=servers.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "starts_with"),
+    [
+        ({"DYNO": "web.1"}, "Refusing to start: DYNO is set"),
+        ({"COUNTER_SLOTS": "0"}, "Refusing to start: COUNTER_SLOTS is 0"),
+        ({"GRACEFUL_TIMEOUT": "0"}, "Refusing to start: GRACEFUL_TIMEOUT is 0"),
+        ({"WEB_THREADS": "0"}, "Refusing to start: WEB_THREADS is 0"),
+    ],
+)
+def test_a_refused_start_is_one_line_and_never_listens(served, settings, starts_with):
+    port = servers.free_port()
+    result = run_web(servers.clean_env(DATABASE_URL=served.url, PORT=port, **settings))
+    output = (result.stdout + result.stderr).strip().splitlines()
+    assert result.returncode == 3
+    assert len(output) == 1 and output[0].startswith(starts_with), output
+    # granian never started, so nothing ever listened on the port.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))
+
+
+def test_a_second_server_on_the_same_port_refuses_to_start(served):
+    server = served()
+    result = run_web(servers.clean_env(DATABASE_URL=served.url, PORT=server.port))
+    assert result.returncode == 3
+    assert (result.stdout + result.stderr).strip() == (
+        f"Refusing to start: another process is listening on 0.0.0.0:{server.port}."
+    )
+    assert servers.fetch(server.url + "/api/pizza").status == 200
+
+
+# 9. HTTP/1.1 only, idle connections closed, threads as configured, the settings honoured.
+
+
+def test_an_idle_connection_is_closed_after_5_s(served):
+    server = served()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=15) as conn:
+        conn.sendall(b"GET /api/pizza HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+        began = time.monotonic()
+        assert conn.recv(65536) == b""
+        assert 4 < time.monotonic() - began < 8
+
+
+def python_threads(pid):
+    """Threads of a worker that run Python: its main thread and its request threads."""
+    names = [
+        (task / "comm").read_text().strip()
+        for task in (servers.Path(f"/proc/{pid}/task")).iterdir()
+    ]
+    return names.count("python")
+
+
+def test_workers_and_request_threads_follow_the_settings(served):
+    server = served(WEB_CONCURRENCY=3, WEB_THREADS=3)
+    assert len(server.worker_pids()) == 3
+    with servers.Load([server.url + "/api/pizza"], clients=24) as load:
+        load.wait_for(300)
+    for pid in server.worker_pids():
+        assert python_threads(pid) <= 1 + 3
+
+
+# 10. Nothing in the process environment becomes part of a request.
+
+
+def test_request_shaped_environment_variables_are_not_request_input(served, tmp_path):
+    env = servers.clean_env(DATABASE_URL=served.url)
+    secret = servers.mint_token(env, "from-the-environment")
+    server = served(
+        PROXY_FIX_X_FOR=1,
+        HTTP_AUTHORIZATION=f"Bearer {secret}",
+        HTTP_X_FORWARDED_FOR="198.51.100.66",
+        HTTP_HOST="evil.example",
+        REMOTE_USER="admin",
+        QUERY_STRING="data=errors",
+    )
+    answer = servers.fetch(server.url + "/api?data=errors&env-check=1")
+    assert answer.status == 401
+    assert logged_address(server, "env-check=1") == "127.0.0.1"
+    docs = servers.fetch(server.url + "/docs").body.decode()
+    assert "evil.example" not in docs
+    assert "ignored request-shaped environment variables: HTTP_AUTHORIZATION" in server.output()
+
+
+# Slow clients: they hold connections, never the threads that serve everyone else.
+
+
+def slow_head(port, stop):
+    """Send a request head a byte a second; start over whenever the server hangs up."""
+    head = b"GET /api/pizza HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"s" * 64
+    while not stop.is_set():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                for byte in head:
+                    if stop.wait(1):
+                        return
+                    conn.sendall(bytes([byte]))
+        except OSError:
+            continue
+
+
+def stalled_body(port, results):
+    """Declare 1,000 bytes of body, send one, and wait for whatever the server says."""
+    began = time.monotonic()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+            conn.sendall(
+                b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n" + FORM + b"\r\nd"
+            )
+            answer = conn.recv(65536)
+    except OSError:
+        answer = b""
+    results.append((status_of(answer), time.monotonic() - began))
+
+
+def test_slow_clients_never_hold_up_ordinary_requests(served):
+    server = served(REQUEST_BODY_TIMEOUT=5)
+    stop = threading.Event()
+    heads = [threading.Thread(target=slow_head, args=(server.port, stop)) for _ in range(50)]
+    bodies, body_results = [], []
+    for thread in heads:
+        thread.start()
+    time.sleep(1)
+    for _ in range(16):
+        thread = threading.Thread(target=stalled_body, args=(server.port, body_results))
+        thread.start()
+        bodies.append(thread)
+
+    slowest = 0.0
+    deadline = time.monotonic() + 20
+    try:
+        while time.monotonic() < deadline:
+            began = time.monotonic()
+            answer = servers.fetch(server.url + "/api/pizza", timeout=5)
+            took = time.monotonic() - began
+            assert answer.status == 200, f"an ordinary request got {answer.status}"
+            slowest = max(slowest, took)
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for thread in heads + bodies:
+            thread.join(timeout=30)
+
+    assert slowest < 1.0, f"an ordinary request took {slowest:.2f} s"
+    # Every stalled body was cut off with a clear answer: refused at once for want of a slot,
+    # or answered 408 once nothing had arrived for REQUEST_BODY_TIMEOUT.
+    assert len(body_results) == 16
+    for status, took in body_results:
+        assert status in (408, 503), body_results
+        if status == 408:
+            assert 5 <= took < 5 + 3
+        else:
+            assert took < 2
+    assert any(status == 408 for status, _ in body_results)
