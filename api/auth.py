@@ -102,20 +102,32 @@ def credentials_presented():
     return "token" in request.args
 
 
-def optional_token(view):
-    """Check a token when the request carries one; a request without one goes straight on.
+def _call(view, *args, **kwargs):
+    return view(*args, **kwargs)
+
+
+# Built once: Flask-HTTPAuth's decorator wraps a function anew each time it is applied.
+_call_with_token_checked = auth.login_required(optional=True)(_call)
+
+
+def with_optional_token(view, *args, **kwargs):
+    """Call a view, checking the token first when the request carries one.
 
     Flask-HTTPAuth's ``login_required(optional=True)`` parses both places and runs the whole
     callback chain even when neither holds anything, which on the public data is most of a
     request's auth cost. ``auth.current_user()`` is None either way when no token came.
     """
-    checked = auth.login_required(optional=True)(view)
+    if credentials_presented():
+        return _call_with_token_checked(view, *args, **kwargs)
+    return view(*args, **kwargs)
+
+
+def optional_token(view):
+    """Decorate a page's view with :func:`with_optional_token`."""
 
     @wraps(view)
     def decorated(*args, **kwargs):
-        if credentials_presented():
-            return checked(*args, **kwargs)
-        return view(*args, **kwargs)
+        return with_optional_token(view, *args, **kwargs)
 
     # Tells the rate limiter that this view checks a token, so that wrong ones spend the
     # failed-token budget here too.

@@ -1,4 +1,9 @@
-"""The floor: a bare Flask app with one JSON route, counting nothing and storing nothing."""
+"""The floor: a bare Flask app with one JSON route, counting nothing and storing nothing.
+
+``gunicorn bare:app`` (run from bench/) is the conventional floor; ``python -m bench.bare``
+serves it with granian exactly as the web process serves the service (``api/server.py``), the
+floor that the server alone allows.
+"""
 
 from flask import Flask
 
@@ -9,3 +14,15 @@ app = Flask(__name__)
 def data():
     """The same body the service's /api?data=1 answers, at the least cost Flask allows."""
     return {"type": "Data", "content": "Yay! Request successful!"}
+
+
+def serve():
+    """granian with the web process's settings, from the same environment, serving this app."""
+    from api import server
+    from api.config import Config
+
+    server.build_server(vars(Config())).serve(target_loader=lambda _target: app)
+
+
+if __name__ == "__main__":
+    serve()

@@ -86,7 +86,7 @@ LAYERS = (
     ("request context: push, URL match, pop", "flask/app.py", "request_context"),
     ("hit counting: group commit and the SQLite write", "api/counting.py", "count_hit"),
     ("error counting hook", "api/counting.py", "count_error"),
-    ("body size check", "api/security.py", "reject_large_bodies"),
+    ("body checks", "api/security.py", "check_body"),
     ("security headers", "api/security.py", "add_security_headers"),
     ("CORS headers (flask-cors)", "flask_cors/extension.py", "cors_after_request"),
     ("Flask-RESTful dispatch, auth check and JSON", "flask/views.py", "view"),

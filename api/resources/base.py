@@ -2,7 +2,7 @@
 
 from flask_restful import Resource
 
-from ..auth import optional_token
+from ..auth import with_optional_token
 
 
 class ApiResource(Resource):
@@ -12,6 +12,9 @@ class ApiResource(Resource):
     budget and the spec's 400s for a badly sent token all follow from it.
     """
 
-    method_decorators = [optional_token]
     # Tells the spec that every method reads a token, with the 400s a badly sent one gets.
     reads_token = True
+
+    def dispatch_request(self, *args, **kwargs):
+        # Not through method_decorators, which Flask-RESTful applies anew on every request.
+        return with_optional_token(super().dispatch_request, *args, **kwargs)
