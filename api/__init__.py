@@ -1,4 +1,31 @@
-"""The REST API service: ``create_app()`` builds it for the web process, the CLI and the tests."""
+"""The REST API service: ``create_app()`` builds it for the web process, the CLI and the tests.
+
+A request meets the parts in this order, from the socket to the access log line:
+
+1. **granian** (``api/server.py``) parses HTTP; what is not HTTP, or a head over its limits,
+   it answers itself, and the app never sees it.
+2. **The edge** (``api/edge.py``): a request line over 4 KiB (414) or a header over 8 KiB
+   (431) is answered in the envelope, uncounted; a body gets a reader with a deadline.
+3. **ProxyFix** (``api/security.py``): the client's address and scheme, from the proxies
+   the ``PROXY_FIX_*`` settings trust.
+4. **Flask** matches the route; its policy (``api/policy.py``) says what the route is.
+5. **Before the view**, the hooks in this order:
+
+   a. ``count_hit`` (``api/counting.py``): the hit, first, so that everything after it,
+      a 429 included, is counted;
+   b. ``identify_client`` (``api/rate_limits.py``): whose token, if valid;
+   c. Flask-Limiter: the budgets, a 429 ends the request here;
+   d. ``check_body`` (``api/security.py``): a chunked body 411, a big one 413.
+
+6. **The view**: a Flask-RESTful resource (``api/resources/``) or a page
+   (``api/pages.py``), reading a token where it needs one (``api/auth.py``). Any error,
+   from any layer, becomes one shape in ``api/errors.py``.
+7. **After the view**, the hooks in this order (Flask runs them last registered first, so
+   each part's come in the reverse of its place above): CORS and the security headers
+   (``api/security.py``), the RateLimit headers, and last ``count_error``, which sees the
+   final status.
+8. **The edge** again: the access log line (``api/access_log.py``).
+"""
 
 import os
 
@@ -13,6 +40,7 @@ from . import (
     errors,
     openapi,
     pages,
+    policy,
     rate_limits,
     resources,
     security,
@@ -48,7 +76,8 @@ class App(Flask):
 
 
 def create_app(test_config=None):
-    """Build the app: defaults, then the environment, then the test config on top."""
+    """Build the app: defaults, then the environment, then the test config on top. The parts
+    are wired in the order of the request path (this module's docstring)."""
     app = App(
         __name__,
         instance_path=os.path.join(ROOT, "instance"),
@@ -73,19 +102,17 @@ def create_app(test_config=None):
 
     # Errors first, so that every later part's failures come out in one shape.
     errors.init_app(app)
-    # The proxies we trust, the body size cap, security headers on every response, and CORS.
-    security.init_app(app)
     # The database, and the migrations that `flask db upgrade` applies.
     storage.init_app(app)
     Migrate(app, storage.db, directory=os.path.join(ROOT, "migrations"))
-    # Hit and error counting hooks, ahead of everything that answers a request.
-    counting.init_app(app)
-    # The API's resources, then the pages beside them.
+    # Every route: the API's resources, the pages beside them, and what each route is.
     resources.init_app(app)
     pages.init_app(app)
-    # Rate limits, checked after the hit is counted (a 429 is a counted error), once every
-    # route they guard exists.
+    policy.init_app(app)
+    # The hooks, registered in the order of the request path above.
+    counting.init_app(app)
     rate_limits.init_app(app)
+    security.init_app(app)
     # The OpenAPI document, built from every route registered above.
     openapi.init_app(app)
     # `flask token ...`.

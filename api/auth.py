@@ -12,7 +12,7 @@ from flask_httpauth import HTTPTokenAuth
 from werkzeug.datastructures import Authorization
 from werkzeug.exceptions import HTTPException
 
-from . import errors, storage, tokens
+from . import errors, policy, storage, token_hashing
 
 # What a request that sends its token the wrong way is told; the spec lists these too.
 SENT_TWO_WAYS = "Send the token in the Authorization header or in the token parameter, not both"
@@ -58,7 +58,7 @@ def verify_token(token):
     The answer is kept for the rest of the request, so that the rate limiter, which asks
     before the view runs, and the view itself share one database lookup.
     """
-    token_hash = tokens.hash_token(token)
+    token_hash = token_hashing.hash_token(token)
     checked = g.get("checked_token")
     if checked is not None and checked[0] == token_hash:
         return checked[1]
@@ -66,7 +66,7 @@ def verify_token(token):
     if name is None:
         current_app.logger.warning(
             "rejected token %s from %s",
-            tokens.loggable(token, current_app.config["TOKEN_PREFIX"]),
+            token_hashing.loggable(token, current_app.config["TOKEN_PREFIX"]),
             request.remote_addr,
         )
     g.checked_token = (token_hash, name)
@@ -129,10 +129,15 @@ def optional_token(view):
     def decorated(*args, **kwargs):
         return with_optional_token(view, *args, **kwargs)
 
-    # Tells the rate limiter that this view checks a token, so that wrong ones spend the
-    # failed-token budget here too.
-    decorated.reads_token = True
+    # A page that checks a token: the limiter looks it up first, so that wrong ones spend
+    # the failed-token budget here too.
+    decorated.policy = policy.PAGE_WITH_TOKEN
     return decorated
+
+
+def refuse():
+    """End the request with the 401 a missing or wrong token gets, wherever it is decided."""
+    abort(auth.auth_error_callback(401))
 
 
 @auth.error_handler

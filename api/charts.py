@@ -120,32 +120,44 @@ def bar_chart(title, rows, key, series, label, tick):
     return Chart(title=title, series=series, bars=bars, ticks=ticks, gridlines=gridlines)
 
 
+def hour_tick(_index, _count, hour):
+    """The date at each midnight, the time at each noon."""
+    if hour.hour == 0:
+        return hour.strftime("%d %b")
+    return hour.strftime("%H:00") if hour.hour == 12 else None
+
+
+def day_tick(index, count, day):
+    """Every seventh day, counted back from today."""
+    return day.strftime("%d %b") if (count - 1 - index) % 7 == 0 else None
+
+
+# Each chart's title (given the number of bars), the tooltip label's format, and its ticks.
+CHARTS = {
+    "hour": ("Per hour, last {} hours (UTC)", "%a %d %b %H:00 UTC", hour_tick),
+    "day": ("Per day, last {} days (UTC)", "%a %d %b %Y", day_tick),
+}
+
+
+def series_chart(key, rows, series):
+    """Hits (and errors) per UTC hour or day, from rows keyed by ``key``."""
+    title, label, tick = CHARTS[key]
+    count = len(rows)
+    return bar_chart(
+        title.format(count),
+        rows,
+        key,
+        series,
+        label=lambda when: when.strftime(label),
+        tick=lambda index, when: tick(index, count, when),
+    )
+
+
 def hourly_chart(rows, series):
     """Hits (and errors) per UTC hour, with the date at each midnight and noon marked."""
-    return bar_chart(
-        f"Per hour, last {len(rows)} hours (UTC)",
-        rows,
-        "hour",
-        series,
-        label=lambda hour: hour.strftime("%a %d %b %H:00 UTC"),
-        tick=lambda _, hour: (
-            hour.strftime("%d %b")
-            if hour.hour == 0
-            else hour.strftime("%H:00")
-            if hour.hour == 12
-            else None
-        ),
-    )
+    return series_chart("hour", rows, series)
 
 
 def daily_chart(rows, series):
     """Hits (and errors) per UTC day, with every seventh day counted back from today marked."""
-    last = len(rows) - 1
-    return bar_chart(
-        f"Per day, last {len(rows)} days (UTC)",
-        rows,
-        "day",
-        series,
-        label=lambda day: day.strftime("%a %d %b %Y"),
-        tick=lambda index, day: day.strftime("%d %b") if (last - index) % 7 == 0 else None,
-    )
+    return series_chart("day", rows, series)

@@ -4,7 +4,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from . import storage, tokens
+from . import storage, token_hashing
 
 token_cli = AppGroup("token", help="Create, list and revoke API tokens.")
 
@@ -17,9 +17,9 @@ def _when(moment):
 @click.argument("name")
 def create_token(name):
     """Create a token called NAME and print it once; only its hash is kept."""
-    secret = tokens.new_token(current_app.config["TOKEN_PREFIX"])
+    secret = token_hashing.new_token(current_app.config["TOKEN_PREFIX"])
     try:
-        storage.create_token(name, tokens.hash_token(secret))
+        storage.create_token(name, token_hashing.hash_token(secret))
     except storage.DuplicateName:
         raise click.ClickException(
             f"a token called {name!r} already exists; names stay taken after a revoke, so "

@@ -5,19 +5,17 @@ replaces the app's exception handlers for its own routes and errors raised insid
 Resource never reach them.
 """
 
-from flask import current_app, g, request
+from flask import g, request
 
-from . import storage
+from . import policy, storage
 
 UNCOUNTED_METHODS = frozenset({"HEAD", "OPTIONS"})
-UNCOUNTED_PATHS = frozenset({"/healthz"})
 
 
 def counts_as_hit():
-    """Every request is a hit except static files, health checks, HEAD and OPTIONS."""
-    if request.method in UNCOUNTED_METHODS or request.path in UNCOUNTED_PATHS:
-        return False
-    return not request.path.startswith(current_app.static_url_path + "/")
+    """Every request is a hit except HEAD, OPTIONS and the routes whose policy says not
+    (static files, health checks)."""
+    return request.method not in UNCOUNTED_METHODS and policy.current().counted
 
 
 def count_hit():
@@ -42,6 +40,7 @@ def current_hits():
 
 
 def init_app(app):
-    """Register the counting hooks ahead of any others, so that no hook can skip them."""
-    app.before_request_funcs.setdefault(None, []).insert(0, count_hit)
+    """Count first and count the error last: the factory calls this before any other part
+    registers a hook, so that no hook can skip either."""
+    app.before_request(count_hit)
     app.after_request(count_error)

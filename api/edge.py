@@ -25,7 +25,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from . import errors, request_bodies, security
 from .access_log import AccessLog, request_target
-from .storage import require
+from .config import require
 
 # gunicorn's limits, which this service has always promised: a request line of 4094 bytes
 # (without its CRLF), 100 header fields, each line "Name: value" up to 8190 bytes.

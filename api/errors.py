@@ -8,31 +8,79 @@ the edge (api/edge.py) refuses oversized request heads before Flask sees them. A
 
 import json
 import sys
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from flask import current_app, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
-# Every status the service answers with an error, and the short message the envelope carries
-# when the code that failed gave none of its own. openapi.ERROR_STATUSES describes the same
-# statuses (the app refuses to start if they differ); 414 and 431 come from api/edge.py.
-STANDARD_MESSAGES = {
-    400: "Bad request",
-    401: "Not authenticated",
-    404: "Not found",
-    405: "Method not allowed",
-    408: "Request timeout",
-    411: "Length required",
-    413: "Request body too large",
-    414: "Request line too long",
-    418: "I'm a teapot",
-    429: "Too many requests",
-    431: "Request header fields too large",
-    500: "Internal server error",
-    503: "Service unavailable",
+from . import policy
+
+
+@dataclass(frozen=True)
+class Status:
+    """One error status the service answers with."""
+
+    #: What the envelope says when the code that failed gave no message of its own.
+    message: str
+    #: What it means to a client; the spec and /docs show it.
+    description: str
+
+
+# Every status the service answers with an error. Adding one here is all it takes for the
+# app, the spec and the docs; 414 and 431 come from api/edge.py, before Flask.
+STATUSES = {
+    400: Status(
+        "Bad request",
+        "The request is malformed: no data named, a body that cannot be read, or a token "
+        "sent the wrong way.",
+    ),
+    401: Status("Not authenticated", "The data is private and the request has no valid token."),
+    404: Status("Not found", "No such data kind, or no such path."),
+    405: Status(
+        "Method not allowed",
+        "The path exists but does not take this method; Allow lists the methods it takes.",
+    ),
+    408: Status(
+        "Request timeout",
+        "The request body stopped arriving: nothing came for REQUEST_BODY_TIMEOUT seconds "
+        "(10 by default).",
+    ),
+    411: Status(
+        "Length required",
+        "The body came chunked (Transfer-Encoding); send it with a Content-Length instead.",
+    ),
+    413: Status(
+        "Request body too large",
+        "The request body is over the size limit (MAX_CONTENT_LENGTH, 64 KiB by default).",
+    ),
+    414: Status(
+        "Request line too long",
+        "The request line is over 4 KiB; refused before the request reaches the app, so it is "
+        "not counted.",
+    ),
+    418: Status("I'm a teapot", "The teapot refuses to brew coffee."),
+    429: Status(
+        "Too many requests",
+        "Too many requests from this address or token, or too many wrong tokens from this "
+        "address; retry after Retry-After seconds.",
+    ),
+    431: Status(
+        "Request header fields too large",
+        "A header is over 8 KiB, or there are more than 100; refused before the request "
+        "reaches the app, so it is not counted.",
+    ),
+    500: Status(
+        "Internal server error",
+        "A fault on the server's side. It is logged there; the answer never holds a traceback.",
+    ),
+    503: Status(
+        "Service unavailable",
+        "The database cannot be reached right now, or too many request bodies are arriving "
+        "slowly; retry after Retry-After seconds.",
+    ),
 }
-ERROR_STATUSES = tuple(sorted(STANDARD_MESSAGES))
 
 # The three shapes an error can take, and the media types of the two JSON ones.
 ENVELOPE, PROBLEM, PAGE = "envelope", "problem", "page"
@@ -42,14 +90,11 @@ PROBLEM_MIMETYPE = "application/problem+json"
 # Seconds a client should wait before retrying while the database is away.
 RETRY_AFTER_SECONDS = 5
 
-JSON_PATHS = ("/api", "/healthz")
-
 
 def wants_json():
-    """API paths answer errors in JSON. Elsewhere people in a browser get the HTML error page,
-    and a client that asks for JSON rather than HTML (a mistyped API path, say) gets JSON."""
-    path = request.path
-    if any(path == p or path.startswith(p + "/") for p in JSON_PATHS):
+    """Routes that answer with data answer errors in JSON. Elsewhere people in a browser get the
+    HTML error page, and a client that asks for JSON rather than HTML gets JSON."""
+    if policy.current().data:
         return True
     # Browsers name text/html first; a bare */* or no Accept at all ties, and the page wins.
     return request.accept_mimetypes.best_match(("text/html", "application/json")) == (
@@ -71,7 +116,8 @@ def error_shape():
 
 def standard_message(status):
     """The short message for a status when the failing code gave none."""
-    return STANDARD_MESSAGES.get(status) or HTTP_STATUS_CODES.get(status, "Error")
+    known = STATUSES.get(status)
+    return known.message if known else HTTP_STATUS_CODES.get(status, "Error")
 
 
 def error_document(status, message, shape=ENVELOPE):

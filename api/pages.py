@@ -32,7 +32,8 @@ def docs():
         private_kind=next((kind for kind in kinds if kind.private), None),
         token_prefix=current_app.config["TOKEN_PREFIX"],
         query_tokens=current_app.config["ALLOW_QUERY_TOKEN"],
-        counting=counting,
+        uncounted_paths=current_app.extensions["policies"].paths(current_app, counted=False),
+        uncounted_methods=sorted(counting.UNCOUNTED_METHODS),
         static_path=current_app.static_url_path,
     )
 

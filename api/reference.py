@@ -6,54 +6,12 @@ requests to the app, so a curl line on the page cannot stop working unnoticed.
 """
 
 import json
-import shlex
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlencode
 
-from . import openapi
+from .example_requests import ExampleRequest, example_requests
+from .openapi import reads_token, resolve
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
-
-# The documented way to hold a token in a shell; the quick start sets it.
-SHELL_VARIABLE = "$TOKEN"
-
-
-@dataclass
-class ExampleRequest:
-    """One request built from an operation's examples."""
-
-    method: str
-    path: str
-    with_token: bool = False
-    media_type: str | None = None
-    body: object = None
-    # Show the status line too, for operations that never answer 2xx.
-    include_status: bool = False
-
-    def encoded_body(self):
-        """The body as it goes on the wire."""
-        if self.media_type == "application/json":
-            return json.dumps(self.body)
-        if self.media_type == "application/x-www-form-urlencoded":
-            return urlencode(self.body)
-        return None
-
-    def curl(self, base_url):
-        """A curl command line for this request, quoted for a POSIX shell."""
-        parts = ["curl"]
-        if self.include_status:
-            parts.append("-i")
-        if self.method != "GET":
-            parts += ["-X", self.method]
-        if self.with_token:
-            # Double quotes, so that the shell expands the variable.
-            parts += ["-H", f'"Authorization: Bearer {SHELL_VARIABLE}"']
-        if self.media_type == "application/json":
-            parts += ["-H", shlex.quote("Content-Type: application/json")]
-        if self.media_type:
-            parts += ["-d", shlex.quote(self.encoded_body())]
-        parts.append(shlex.quote(base_url.rstrip("/") + self.path))
-        return " ".join(parts)
 
 
 @dataclass
@@ -97,16 +55,6 @@ class Endpoint:
     requests: list
 
 
-def resolve(spec, value):
-    """Follow a local ``$ref`` to the object it names."""
-    while isinstance(value, dict) and "$ref" in value:
-        node = spec
-        for part in value["$ref"].removeprefix("#/").split("/"):
-            node = node[part]
-        value = node
-    return value
-
-
 def schema_name(schema):
     """The component name a schema refers to, or its type."""
     if not schema:
@@ -132,65 +80,8 @@ def operations(spec):
                 yield path, method, item[method]
 
 
-def _example_value(examples, name):
-    chosen = examples.get(name) or next(iter(examples.values()))
-    return chosen["value"]
-
-
-def _reads_token(operation):
-    return any(requirement for requirement in operation.get("security", []))
-
-
-def example_requests(spec, path, method, operation):
-    """Requests built from the operation's named examples; the private one carries a token."""
-    parameters = [resolve(spec, p) for p in operation.get("parameters", [])]
-    content = resolve(spec, operation.get("requestBody", {})).get("content", {})
-    names = []
-    for source in [p.get("examples", {}) for p in parameters] + [
-        media.get("examples", {}) for media in content.values()
-    ]:
-        names += [name for name in source if name not in names]
-    private_name = openapi.PRIVATE_EXAMPLE
-    never_succeeds = not any(status.startswith("2") for status in operation["responses"])
-    may_need_token = "401" in operation["responses"] and _reads_token(operation)
-    if not names:
-        names = [None, private_name] if may_need_token else [None]
-    media_types = list(content) or [None]
-
-    def build(name, media_type):
-        url = path
-        query = {}
-        for parameter in parameters:
-            if not parameter.get("required"):
-                continue
-            examples = parameter.get("examples") or {"": {"value": parameter.get("example")}}
-            value = _example_value(examples, name)
-            if parameter["in"] == "path":
-                url = url.replace("{" + parameter["name"] + "}", quote(str(value), safe=""))
-            elif parameter["in"] == "query":
-                query[parameter["name"]] = value
-        if query:
-            url += "?" + urlencode(query)
-        body = None
-        if media_type:
-            body = _example_value(content[media_type].get("examples", {}), name)
-        return ExampleRequest(
-            method=method.upper(),
-            path=url,
-            with_token=name is not None and name == private_name,
-            media_type=media_type,
-            body=body,
-            include_status=never_succeeds,
-        )
-
-    # Every example with the first media type, then the first example with each other one.
-    requests = [build(name, media_types[0]) for name in names]
-    requests += [build(names[0], media_type) for media_type in media_types[1:]]
-    return requests
-
-
 def _auth(operation):
-    if not _reads_token(operation):
+    if not reads_token(operation):
         return "None. A token is not read here."
     if "401" in operation["responses"]:
         return (

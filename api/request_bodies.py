@@ -34,6 +34,7 @@ import socket
 import struct
 import threading
 import time
+from dataclasses import dataclass
 
 from werkzeug.exceptions import BadRequest, RequestTimeout, ServiceUnavailable
 
@@ -120,14 +121,14 @@ class BodyDeadline:
                     shut_reading_side(connection)
 
 
+@dataclass
 class BodyReader:
     """``wsgi.input`` for one request: exactly ``Content-Length`` bytes, each wait bounded."""
 
-    def __init__(self, stream, length, deadline, port):
-        self._stream = stream
-        self._remaining = length
-        self._deadline = deadline
-        self._port = port
+    _stream: object
+    _remaining: int
+    _deadline: BodyDeadline
+    _port: int
 
     def read(self, size=-1):
         if self._remaining <= 0:

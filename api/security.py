@@ -3,14 +3,12 @@
 Header values are built once here, so each response pays for one list extend and two checks.
 """
 
-import re
-
 from flask import abort, request
 from flask_cors.core import get_cors_headers, get_cors_options, set_cors_headers
 from werkzeug.datastructures import Headers
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import auth, rate_limits
+from . import auth, policy, rate_limits
 
 # On every response, whatever its type.
 ALWAYS = (
@@ -36,14 +34,13 @@ HSTS = "max-age=31536000; includeSubDomains"
 PAGE_HEADERS = (*ALWAYS, ("Content-Security-Policy", PAGE_CSP))
 DATA_HEADERS = (*ALWAYS, ("Content-Security-Policy", DATA_CSP))
 
-API_PATHS = re.compile(r"/api(/|$)")
-
 
 def add_security_headers(response):
     """Headers for every response, the page CSP for pages, no-store when a token came."""
     headers = response.headers
-    # Nothing under /api is a page, not even the empty text/html answer to a CORS preflight.
-    page = response.mimetype == "text/html" and not API_PATHS.match(request.path)
+    # Nothing that answers with data is a page, not even the empty text/html answer to a CORS
+    # preflight.
+    page = response.mimetype == "text/html" and not policy.current().data
     headers.extend(PAGE_HEADERS if page else DATA_HEADERS)
     if request.is_secure:
         headers["Strict-Transport-Security"] = HSTS
@@ -128,7 +125,7 @@ def cors_hook(app, origins):
 
     def add_cors_headers(response):
         """Let other origins' pages read /api, and tell caches when the answer depends on it."""
-        if not API_PATHS.match(request.path):
+        if not policy.current().cross_origin:
             return response
         if wildcard and request.method != "OPTIONS":
             response.headers.extend(simple)

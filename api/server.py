@@ -33,7 +33,7 @@ from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
 
 from . import access_log, create_app
-from .storage import StartupRefused, require
+from .config import StartupRefused, require
 
 # Idle keep-alive connections, and request heads still arriving, are closed after this long.
 HEADER_READ_TIMEOUT_MS = 5000

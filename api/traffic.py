@@ -1,9 +1,7 @@
 """Traffic over time: the series behind ``/stats`` and ``/api/stats``, and who may see errors."""
 
-from flask import abort
-
 from . import counting, storage
-from .auth import auth
+from .auth import auth, refuse
 
 HOURS = 48
 DAYS = 30
@@ -18,7 +16,7 @@ def errors_visible():
     if auth.current_user() is not None:
         return True
     if auth.get_auth() is not None:
-        abort(auth.auth_error_callback(401))
+        refuse()
     return False
 
 
@@ -36,7 +34,7 @@ def report(include_errors):
     """Totals and per-hour and per-day counts; errors only when the caller may see them."""
     names = ("hits", "errors") if include_errors else ("hits",)
     # One clock reading for every series, so that their hours line up.
-    now = storage.utcnow()
+    now = storage.clock.utcnow()
     totals = {"hits": counting.current_hits()}
     if include_errors:
         totals["errors"] = storage.read_counter("errors")

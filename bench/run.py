@@ -40,8 +40,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +47,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from api import config, create_app, server, storage
-from tests import servers
+from harness import servers
 
 from . import cost
 
@@ -119,45 +117,18 @@ class Run:
         return self.requests / self.seconds
 
 
-class Server:
-    """A server's main process in its own session, so that stopping it stops every worker."""
+class Server(servers.Server):
+    """A server under test, and what the bench reads of it: CPU time and its access log."""
 
-    def __init__(self, name, command, env, log_dir, cwd=ROOT):
+    def __init__(self, name, command, env, log_dir, cwd=ROOT, ready_path="/healthz"):
         self.name = name
-        self.port = int(env["PORT"])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = Path(log_dir) / f"{name}.log"
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
         self.logs_access = env.get("ACCESS_LOG", "true").strip().lower() in {
             "1",
             "true",
             "yes",
             "on",
         }
-
-    def wait_ready(self, path, timeout=60):
-        """Return once path answers 200; stop the server and fail if it never does."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                with urllib.request.urlopen(self.url + path, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"{self.name} did not start:\n{self.log_path.read_text()[-3000:]}")
+        super().__init__(env, Path(log_dir) / f"{name}.log", command, cwd, ready_path)
 
     def log_mark(self):
         """Where the log ends now, so that a later count reads only what was written since."""
@@ -170,21 +141,8 @@ class Server:
             return log.read().count(f'"GET {path} HTTP/1.1"'.encode())
 
     def cpu_seconds(self):
-        """User and system CPU the master and its workers have used so far, all threads."""
+        """User and system CPU the main process and its workers have used so far."""
         return cpu_seconds([self.process.pid, *children(self.process.pid)])
-
-    def stop(self):
-        """SIGTERM the whole session, then SIGKILL whatever is still there after 20 s."""
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(timeout=20)
-            except ProcessLookupError:
-                pass
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
-        self._log.close()
 
 
 def cpu_seconds(pids):
@@ -464,10 +422,8 @@ def start(tmp, database, started):
 
     def launch(name, command, ready_path, cwd=ROOT, **extra_env):
         env = {**app_env, **extra_env, "PORT": str(servers.free_port())}
-        launched = Server(name, command, env, tmp, cwd)
-        # Listed before it is ready, so that an interrupt while it starts stops it too.
+        launched = Server(name, command, env, tmp, cwd, ready_path)
         started.append(launched)
-        launched.wait_ready(ready_path)
         return launched
 
     web = servers.procfile_command("web")

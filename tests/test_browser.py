@@ -29,8 +29,8 @@ def seed_history(url, days=30):
     """A month of daily-rhythm traffic, written through the real increments, so that the
     charts have something to draw: every hour of the last two days, one hour a day before."""
     app = create_app({"SQLALCHEMY_DATABASE_URI": url})
-    now = storage.utcnow()
-    real_clock = storage.utcnow
+    now = storage.clock.utcnow()
+    real_clock = storage.clock.utcnow
     try:
         with app.app_context():
             for hours_ago in range(days * 24, 0, -1):
@@ -40,14 +40,14 @@ def seed_history(url, days=30):
                     if moment.hour != 12:
                         continue
                     hits *= 24
-                storage.utcnow = lambda moment=moment: moment
+                storage.clock.utcnow = lambda moment=moment: moment
                 storage.increment_counter("hits", hits)
                 storage.increment_counter("errors", hits // 12)
-            storage.utcnow = real_clock
+            storage.clock.utcnow = real_clock
             token = mint(app, "browser")
             storage.db.engine.dispose()
     finally:
-        storage.utcnow = real_clock
+        storage.clock.utcnow = real_clock
     return token
 
 

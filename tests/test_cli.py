@@ -3,7 +3,7 @@
 import re
 import sqlite3
 
-from api import tokens
+from api import token_hashing
 
 
 def test_create_prints_the_token_alone_on_the_last_line(runner):
@@ -46,7 +46,7 @@ def test_list_shows_names_and_state_never_secrets(runner, token):
     assert lines[1].startswith("test-client") and lines[1].endswith("active")
     assert lines[2].startswith("second") and "revoked" in lines[2]
     assert token not in result.output
-    assert tokens.hash_token(token) not in result.output
+    assert token_hashing.hash_token(token) not in result.output
 
 
 def test_list_when_empty(runner):
@@ -83,4 +83,4 @@ def test_database_holds_only_the_hash(token, database_path):
     dump = "\n".join(sqlite3.connect(database_path).iterdump())
     assert token not in dump
     assert token[len("rapi_") :] not in dump
-    assert tokens.hash_token(token) in dump
+    assert token_hashing.hash_token(token) in dump

@@ -114,3 +114,38 @@ def test_head_reads_the_hit_count_without_adding_to_it(client, hits):
     assert client.head("/api?data=hits").status_code == 200
     # The same count a GET reports, less the GET itself.
     assert client.get("/api?data=hits").get_json()["content"] == total + 1
+
+
+def test_hooks_run_in_the_order_of_the_request_path(make_app):
+    """The order api/__init__.py writes down: a reordering must fail here, loudly."""
+    app = make_app(RATELIMIT_ENABLED=True)
+
+    def names(hooks):
+        return [getattr(hook, "func", hook).__name__ for hook in hooks]
+
+    assert names(app.before_request_funcs[None]) == [
+        "count_hit",
+        "identify_client",
+        "_check_request_limit",
+        "check_body",
+    ]
+    # Flask runs after-request hooks last registered first.
+    assert names(reversed(app.after_request_funcs[None])) == [
+        "add_cors_headers",
+        "add_security_headers",
+        "__inject_headers",
+        "add_rate_limit_headers",
+        "count_error",
+    ]
+
+
+def test_without_rate_limits_the_rest_of_the_path_keeps_its_order(make_app):
+    app = make_app(RATELIMIT_ENABLED=False)
+    assert [hook.__name__ for hook in app.before_request_funcs[None]] == ["count_hit", "check_body"]
+
+
+def test_an_oversized_body_draws_on_the_rate_limit_like_any_request(make_app):
+    client = make_app(RATELIMIT_PER_CLIENT="3 per minute", MAX_CONTENT_LENGTH=100).test_client()
+    statuses = [client.post("/api", data={"data": "p" * 200}).status_code for _ in range(2)]
+    statuses += [client.get("/api?data=1").status_code for _ in range(3)]
+    assert statuses == [413, 413, 200, 429, 429]

@@ -8,7 +8,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from api import create_app, storage
+from api import config, create_app, storage
+from api.storage import engine
 
 from . import servers
 from .conftest import admin_execute, mint
@@ -124,7 +125,7 @@ def test_sqlite_on_a_dyno_refuses_to_start(monkeypatch, tmp_path, database_url):
     monkeypatch.setenv("DYNO", "web.1")
     if database_url:
         monkeypatch.setenv("DATABASE_URL", database_url.format(tmp_path=tmp_path))
-    with pytest.raises(storage.EphemeralDatabase) as refused:
+    with pytest.raises(config.EphemeralDatabase) as refused:
         create_app()
     message = str(refused.value)
     assert "\n" not in message
@@ -163,7 +164,7 @@ def test_procfile_processes_refuse_sqlite_on_a_dyno(database_url, process):
     output = result.stdout + result.stderr
     assert result.returncode != 0
     # The refusal is the process's one line of output, with no traceback around it.
-    assert output.strip().splitlines() == [storage.EPHEMERAL_SQLITE_MESSAGE]
+    assert output.strip().splitlines() == [engine.EPHEMERAL_SQLITE_MESSAGE]
 
 
 # --- The suite's own PostgreSQL fixtures -------------------------------------------------------
@@ -297,9 +298,21 @@ def test_a_pool_of_one_still_serves_reads_beside_the_counter_writer(make_app, pg
 def test_settings_out_of_range_refuse_to_start(monkeypatch, capsys, name, value, message):
     monkeypatch.setenv("DATABASE_URL", UNUSED_POSTGRES)
     monkeypatch.setenv(name, value)
-    with pytest.raises(storage.InvalidSetting) as refused:
+    with pytest.raises(config.InvalidSetting) as refused:
         create_app()
     assert str(refused.value) == f"Refusing to start: {message}"
     # 3: the status a process manager reads as "failed to boot", not worth a restart.
     assert refused.value.code == 3
     assert capsys.readouterr().err == f"Refusing to start: {message}\n"
+
+
+@pytest.mark.parametrize("name", ["WEB_THREADS", "PORT", "REQUEST_BODY_TIMEOUT", "COUNTER_SLOTS"])
+def test_a_setting_that_is_not_a_number_refuses_to_start_with_one_line(monkeypatch, capsys, name):
+    monkeypatch.setenv(name, "lots")
+    with pytest.raises(config.InvalidSetting) as refused:
+        create_app()
+    assert refused.value.code == 3
+    assert capsys.readouterr().err == (
+        f"Refusing to start: {name} is 'lots'; it must be a "
+        f"{'number' if name == 'REQUEST_BODY_TIMEOUT' else 'whole number'}.\n"
+    )

@@ -7,6 +7,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -274,12 +275,12 @@ def terminate_backends(app, waiting_on_a_lock=False):
 
 
 def alive(app, pids):
-    """How many of these server sessions still exist."""
-    with app.app_context(), storage.db.engine.connect() as conn:
-        return conn.execute(
-            sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(:pids)"),
-            {"pids": list(pids)},
-        ).scalar_one()
+    """How many of these server sessions still exist, asked on a connection of its own: one
+    from the app's pool may be among the sessions just ended, its end not yet seen."""
+    url = app.config["SQLALCHEMY_DATABASE_URI"].replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        query = "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)"
+        return conn.execute(query, (list(pids),)).fetchone()[0]
 
 
 def test_a_connection_closed_between_batches_is_replaced_first(postgres_app):

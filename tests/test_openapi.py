@@ -9,7 +9,7 @@ import schemathesis
 from flask_restful import Resource
 from hypothesis import HealthCheck, settings
 
-from api import auth, catalogue, create_app, errors, openapi, reference
+from api import auth, catalogue, create_app, errors, example_requests, openapi, reference
 from api.resources import data
 
 # Routes for people or files, which the API spec leaves out on purpose.
@@ -71,7 +71,7 @@ def test_a_resource_without_a_declaration_fails_the_build(make_app):
     app = make_app()
     app.add_url_rule("/api/undeclared", view_func=Undeclared.as_view("undeclared"))
     with pytest.raises(LookupError, match="Undeclared.get"):
-        openapi.build(app)
+        openapi.build_document(app)
 
 
 def test_the_served_document_is_the_built_one(client, spec):
@@ -130,9 +130,7 @@ def test_without_query_tokens_the_spec_offers_only_the_header(make_app):
 
 def test_every_error_status_has_the_envelope_and_an_example(spec):
     responses = spec["components"]["responses"]
-    assert sorted(int(name.removeprefix("Error")) for name in responses) == sorted(
-        openapi.ERROR_STATUSES
-    )
+    assert sorted(int(name.removeprefix("Error")) for name in responses) == sorted(errors.STATUSES)
     for status, response in responses.items():
         media = response["content"]["application/json"]
         assert media["schema"] == {"$ref": "#/components/schemas/Error"}, status
@@ -141,7 +139,7 @@ def test_every_error_status_has_the_envelope_and_an_example(spec):
         statuses = set(operation["responses"])
         assert {"500", "503"} <= statuses, (path, method)
         for status, response in operation["responses"].items():
-            response = reference.resolve(spec, response)
+            response = openapi.resolve(spec, response)
             media = response["content"]["application/json"]
             assert media["examples"], (path, method, status)
             if int(status) >= 400 and path != "/healthz":
@@ -195,7 +193,7 @@ def trigger(spec, operation_id, status, message, token):
     path, method, operation = next(
         (p, m, o) for p, m, o in reference.operations(spec) if o["operationId"] == operation_id
     )
-    requests = reference.example_requests(spec, path, method, operation)
+    requests = example_requests.example_requests(spec, path, method, operation)
     public = request_kwargs(requests[0])
     separator = "&" if "?" in public["path"] else "?"
     if message == auth.SENT_TWO_WAYS:
@@ -254,7 +252,7 @@ def test_every_particular_error_is_documented(spec):
 def test_every_example_request_succeeds(client, spec, token):
     for path, method, operation in reference.operations(spec):
         expected = [int(s) for s in operation["responses"] if s.startswith("2")] or [418]
-        for example in reference.example_requests(spec, path, method, operation):
+        for example in example_requests.example_requests(spec, path, method, operation):
             response = client.open(**request_kwargs(example, token if example.with_token else None))
             assert response.status_code in expected, (path, method, example)
 
@@ -263,9 +261,9 @@ def test_every_operation_answers_503_while_the_database_is_away(make_app, tmp_pa
     away = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/missing/dir/api.sqlite3")
     client = away.test_client()
     for path, method, operation in reference.operations(spec):
-        example = reference.example_requests(spec, path, method, operation)[0]
+        example = example_requests.example_requests(spec, path, method, operation)[0]
         response = client.open(**request_kwargs(example))
-        documented = reference.resolve(spec, operation["responses"]["503"])
+        documented = openapi.resolve(spec, operation["responses"]["503"])
         examples = documented["content"]["application/json"]["examples"]
         assert response.status_code == 503, path
         assert response.get_json() in [e["value"] for e in examples.values()], path
@@ -332,7 +330,7 @@ def test_every_example_is_valid_against_its_schema(spec):
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
             for status, response in operation["responses"].items():
-                response = reference.resolve(spec, response)
+                response = openapi.resolve(spec, response)
                 for media_type, content in response.get("content", {}).items():
                     schema = {**content["schema"], "components": spec["components"]}
                     validator = jsonschema_rs.Draft202012Validator(schema)

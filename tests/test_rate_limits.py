@@ -203,8 +203,8 @@ def test_unreachable_storage_falls_back_to_per_process_limits(make_app):
     assert statuses(client, LIMIT + 1) == [200] * LIMIT + [429]
 
 
-def test_token_endpoints_are_every_view_that_checks_a_token(make_app):
-    endpoints = make_app(**LIMITED).extensions["token_endpoints"]
+def test_token_reading_routes_are_every_view_that_checks_a_token(make_app):
+    endpoints = make_app(**LIMITED).extensions["policies"].endpoints(reads_token=True)
     assert endpoints == {"data_query", "typed_data", "teapot", "stats", "pages.stats"}
 
 

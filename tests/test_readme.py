@@ -7,7 +7,8 @@ from . import servers
 
 def test_every_environment_variable_is_in_the_configuration_table():
     code = "\n".join((servers.ROOT / name).read_text() for name in ("api/config.py",))
-    read = set(re.findall(r"""(?:environ\.get|env_flag|env_list)\(\s*["']([A-Z_]+)["']""", code))
+    readers = r"(?:environ\.get|env_flag|env_list|env_number)"
+    read = set(re.findall(readers + r"""\(\s*["']([A-Z_]+)["']""", code))
     readme = (servers.ROOT / "README.md").read_text()
     table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"`([A-Z][A-Z_]+)`", table))

@@ -15,7 +15,7 @@ def at(app, monkeypatch):
     """Increment counters as if at a given moment, the way requests at that time would."""
 
     def increment(moment, name="hits", amount=1):
-        monkeypatch.setattr(storage, "utcnow", lambda: moment)
+        monkeypatch.setattr(storage.clock, "utcnow", lambda: moment)
         with app.app_context():
             storage.increment_counter(name, amount)
         monkeypatch.undo()

@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 from contextlib import closing
+from pathlib import Path
 
 import pytest
 
@@ -194,10 +195,7 @@ def test_an_idle_connection_is_closed_after_5_s(served):
 
 def python_threads(pid):
     """Threads of a worker that run Python: its main thread and its request threads."""
-    names = [
-        (task / "comm").read_text().strip()
-        for task in (servers.Path(f"/proc/{pid}/task")).iterdir()
-    ]
+    names = [(task / "comm").read_text().strip() for task in Path(f"/proc/{pid}/task").iterdir()]
     return names.count("python")
 
 

@@ -65,4 +65,3 @@ def init_app(app):
     for resource, rule, endpoint in ROUTES:
         api.add_resource(resource, rule, endpoint=endpoint)
     api.init_app(app)
-    app.extensions["restful_api"] = api

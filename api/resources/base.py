@@ -2,6 +2,7 @@
 
 from flask_restful import Resource
 
+from .. import policy
 from ..auth import with_optional_token
 
 
@@ -12,8 +13,9 @@ class ApiResource(Resource):
     budget and the spec's 400s for a badly sent token all follow from it.
     """
 
-    # Tells the spec that every method reads a token, with the 400s a badly sent one gets.
-    reads_token = True
+    # Reads a token: the limiter looks it up first, the spec lists the 400s a badly sent one
+    # gets. Data, readable by other origins' pages.
+    policy = policy.API_WITH_TOKEN
 
     def dispatch_request(self, *args, **kwargs):
         # Not through method_decorators, which Flask-RESTful applies anew on every request.

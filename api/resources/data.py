@@ -3,7 +3,7 @@
 from flask import abort, request
 
 from .. import catalogue, openapi
-from ..auth import auth
+from ..auth import auth, refuse
 from .base import ApiResource
 
 NO_DATA = "No data requested"
@@ -20,8 +20,15 @@ def answer(name, unknown_message):
     if kind is None:
         abort(404, description=unknown_message)
     if kind.private and auth.current_user() is None:
-        return auth.auth_error_callback(401)
+        refuse()
     return {"type": kind.type, "content": kind.produce()}, 200
+
+
+def answer_named(data):
+    """``/api``'s answer: the kind the request names, or why it named none."""
+    if data is None:
+        abort(400, description=NO_DATA)
+    return answer(data, UNKNOWN_DATA)
 
 
 def data_from_body():
@@ -52,55 +59,53 @@ PRIVATE_KINDS = "Needs a valid token for: " + ", ".join(
 )
 
 
+def answers_a_kind(summary, description, errors, **declared):
+    """Declare an operation that answers with one of the catalogue's kinds, private ones only
+    with a valid token (401 without)."""
+    return openapi.operation(
+        summary,
+        description=f"{description} {PRIVATE_KINDS}.",
+        responses={200: openapi.kinds_response()},
+        errors={401: [], **errors},
+        **declared,
+    )
+
+
 class DataQuery(ApiResource):
     """``/api?data=<kind>``: the tutorial's query endpoint."""
 
-    @openapi.operation(
+    @answers_a_kind(
         "The data named in the query string",
-        description=f"Answers with one kind of data. {PRIVATE_KINDS}.",
-        parameters=[openapi.data_parameter()],
-        responses={200: openapi.kinds_response()},
-        errors={400: [NO_DATA], 401: [], 404: [UNKNOWN_DATA]},
+        "Answers with one kind of data.",
+        {400: [NO_DATA], 404: [UNKNOWN_DATA]},
+        parameters=[openapi.kind_parameter("data", "query")],
     )
     def get(self):
-        data = request.args.get("data")
-        if data is None:
-            abort(400, description=NO_DATA)
-        return answer(data, UNKNOWN_DATA)
+        return answer_named(request.args.get("data"))
 
-    @openapi.operation(
+    @answers_a_kind(
         "The data named in the body",
-        description="The same as GET, for clients that post a form or JSON. As in the "
-        "tutorial, POST /api?data=<kind> with no body works too; when both name the data the "
-        "query string wins, and a body that cannot be read is an error either way. "
-        f"{PRIVATE_KINDS}.",
+        "The same as GET, for clients that post a form or JSON. As in the tutorial, "
+        "POST /api?data=<kind> with no body works too; when both name the data the query "
+        "string wins, and a body that cannot be read is an error either way.",
+        {400: [NO_DATA, INVALID_JSON, NOT_AN_OBJECT, NOT_A_STRING], 404: [UNKNOWN_DATA]},
         body=openapi.data_body(),
-        responses={200: openapi.kinds_response()},
-        errors={
-            400: [NO_DATA, INVALID_JSON, NOT_AN_OBJECT, NOT_A_STRING],
-            401: [],
-            404: [UNKNOWN_DATA],
-        },
     )
     def post(self):
         # The body is checked even when the query names the data, so a broken body is never
         # silently ignored.
         from_body = data_from_body()
-        data = request.args.get("data", from_body)
-        if data is None:
-            abort(400, description=NO_DATA)
-        return answer(data, UNKNOWN_DATA)
+        return answer_named(request.args.get("data", from_body))
 
 
 class TypedData(ApiResource):
     """``/api/<kind>``: the same data with the kind in the path."""
 
-    @openapi.operation(
+    @answers_a_kind(
         "The data named in the path",
-        description=f"The same data as /api?data=<kind>. {PRIVATE_KINDS}.",
-        parameters=[openapi.kind_parameter()],
-        responses={200: openapi.kinds_response()},
-        errors={401: [], 404: [UNKNOWN_TYPE]},
+        "The same data as /api?data=<kind>.",
+        {404: [UNKNOWN_TYPE]},
+        parameters=[openapi.kind_parameter("kind", "path")],
     )
     def get(self, kind):
         return answer(kind, UNKNOWN_TYPE)

@@ -2,11 +2,14 @@
 
 from flask_restful import Resource
 
-from .. import errors, openapi, storage
+from .. import errors, openapi, policy, storage
 
 
 class Health(Resource):
     """``/healthz``: ok only after a real database round trip."""
+
+    # Polled by the platform: not a hit, never rate limited.
+    policy = policy.OPERATIONS
 
     @openapi.operation(
         "Whether this server can reach its database",

@@ -2,11 +2,13 @@
 
 from flask_restful import Resource
 
-from .. import openapi
+from .. import openapi, policy
 
 
 class OpenApiDocument(Resource):
     """The spec, built from the code once per app; tools and the docs page read it."""
+
+    policy = policy.API
 
     @openapi.operation(
         "This API's OpenAPI 3.1 document",

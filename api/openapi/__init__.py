@@ -1,0 +1,173 @@
+"""The OpenAPI 3.1 document, built once per app from the routes that really serve requests.
+
+Each Resource method declares what it takes and answers with :func:`operation`
+(``declare.py``), next to the code it describes. The builder here walks ``app.url_map``, so a
+route cannot exist without a spec; it adds what every operation shares (``components.py``:
+the token schemes, the token errors, the statuses any request can meet) and takes the data
+kinds from the catalogue. ``/api/openapi.json`` serves the result, ``/docs`` renders it, and
+the tests check the app against it.
+"""
+
+import re
+
+from apispec import APISpec
+from flask import current_app
+from flask.views import MethodView
+
+from .. import auth
+from . import components
+from .components import (
+    BEARER_SCHEME,
+    BODY_STATUSES,
+    ERROR_HEADERS,
+    EVERY_OPERATION,
+    QUERY_SCHEME,
+    RATE_LIMITED,
+    error_response,
+)
+from .declare import (
+    PRIVATE_EXAMPLE,
+    data_body,
+    envelope_schema,
+    json_response,
+    kind_names,
+    kind_parameter,
+    kinds_response,
+    operation,
+)
+
+__all__ = [
+    "ERROR_HEADERS",
+    "PRIVATE_EXAMPLE",
+    "build_document",
+    "data_body",
+    "document",
+    "envelope_schema",
+    "init_app",
+    "json_response",
+    "kind_names",
+    "kind_parameter",
+    "kinds_response",
+    "operation",
+    "reads_token",
+    "resolve",
+]
+
+TITLE = "REST API"
+VERSION = "1.0.0"
+
+DESCRIPTION = (
+    "A small REST API that answers with data by name and counts every request it serves. "
+    "Every JSON answer under /api, except the OpenAPI document at /api/openapi.json, comes in "
+    'one envelope, {"type": ..., "content": ...}, where type names what content holds and '
+    'errors have the type "Error". A client that asks for application/problem+json gets its '
+    "errors as RFC 9457 problem details instead."
+)
+
+_RULE_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+def token_errors(allow_query_token):
+    """What any operation that reads a token answers with 400 when the token is sent badly."""
+    messages = [auth.SENT_TWO_WAYS, auth.MALFORMED_HEADER]
+    if not allow_query_token:
+        messages.append(auth.QUERY_STRING_DISABLED)
+    return messages
+
+
+def openapi_path(rule):
+    """Werkzeug's ``/api/<kind>`` as OpenAPI's ``/api/{kind}``."""
+    return _RULE_ARGUMENT.sub(r"{\1}", rule)
+
+
+def operation_spec(view_class, method, path, endpoint, token_schemes, allow_query_token):
+    """The spec of one method of one resource, with the shared parts filled in."""
+    function = getattr(view_class, method)
+    declared = getattr(function, "openapi", None)
+    if declared is None:
+        raise LookupError(
+            f"{view_class.__name__}.{method} serves requests but declares no spec; "
+            "decorate it with openapi.operation(...)"
+        )
+    route = view_class.policy
+    reads_token = route.reads_token
+    messages = {status: list(found) for status, found in declared["errors"].items()}
+    if reads_token:
+        messages.setdefault(400, []).extend(token_errors(allow_query_token))
+    responses = dict(declared["responses"])
+    for status in sorted(messages):
+        responses[status] = error_response(status, messages[status])
+    shared = list(EVERY_OPERATION)
+    if route.limited:
+        shared.append(RATE_LIMITED)
+    if declared["body"]:
+        shared.extend(BODY_STATUSES)
+    for status in shared:
+        responses.setdefault(status, f"Error{status}")
+    spec = {
+        "operationId": f"{method}_{endpoint}",
+        "summary": declared["summary"],
+        "parameters": declared["parameters"],
+        "responses": dict(sorted(responses.items())),
+        # A token is optional everywhere it is read: public data ignores it, private data
+        # answers 401 without it. An empty requirement says "no token" is allowed too.
+        "security": [{}] + [{scheme: []} for scheme in token_schemes] if reads_token else [],
+    }
+    if declared["description"]:
+        spec["description"] = declared["description"]
+    if declared["body"]:
+        spec["requestBody"] = declared["body"]
+    return spec
+
+
+def build_document(app):
+    """The whole document for this app, from the resources its URL map routes to."""
+    allow_query_token = app.config["ALLOW_QUERY_TOKEN"]
+    token_schemes = [BEARER_SCHEME] + ([QUERY_SCHEME] if allow_query_token else [])
+    spec = APISpec(
+        title=TITLE,
+        version=VERSION,
+        openapi_version="3.1.0",
+        info={"description": DESCRIPTION},
+    )
+    components.register(spec, token_schemes, components.shared_error_messages(app.config))
+    for rule in app.url_map.iter_rules():
+        view_class = getattr(app.view_functions[rule.endpoint], "view_class", None)
+        if view_class is None or not issubclass(view_class, MethodView):
+            continue
+        methods = sorted(m.lower() for m in view_class.methods)
+        spec.path(
+            path=openapi_path(rule.rule),
+            operations={
+                method: operation_spec(
+                    view_class, method, rule.rule, rule.endpoint, token_schemes, allow_query_token
+                )
+                for method in methods
+            },
+        )
+    return spec.to_dict()
+
+
+def resolve(spec, value):
+    """Follow a local ``$ref`` to the object it names."""
+    while isinstance(value, dict) and "$ref" in value:
+        node = spec
+        for part in value["$ref"].removeprefix("#/").split("/"):
+            node = node[part]
+        value = node
+    return value
+
+
+def reads_token(operation):
+    """Whether an operation of the document reads a token: it names a security scheme."""
+    return any(requirement for requirement in operation.get("security", []))
+
+
+def document():
+    """This app's spec, as built once when the app was made."""
+    return current_app.extensions["openapi"]
+
+
+def init_app(app):
+    """Build the spec once, after every route exists, so that a route without one fails the boot."""
+    app.extensions["openapi"] = build_document(app)

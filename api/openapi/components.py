@@ -1,0 +1,210 @@
+"""What every operation shares: the schemas, the error responses, their headers, the token
+schemes. Every error response in the spec is built here."""
+
+import re
+
+from werkzeug.http import HTTP_STATUS_CODES
+
+from .. import catalogue, rate_limits, request_bodies, security
+from ..errors import PROBLEM_MIMETYPE, RETRY_AFTER_SECONDS, STATUSES
+from .declare import envelope_schema, json_response
+
+BEARER_SCHEME = "bearerToken"
+QUERY_SCHEME = "queryToken"
+
+# Statuses any counted request can meet, whatever the operation: a fault, or the database
+# being away when the request is counted.
+EVERY_OPERATION = (500, 503)
+
+# Met by every operation that rate limits apply to, and by every operation with a body.
+RATE_LIMITED = 429
+BODY_STATUSES = (408, 411, 413)
+
+# Headers that come with an error status, whichever operation answers it.
+ERROR_HEADERS = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "How to authenticate: a bearer token.",
+            "required": True,
+            "schema": {"type": "string"},
+            "example": 'Bearer realm="api"',
+        }
+    },
+    405: {
+        "Allow": {
+            "description": "The methods this path takes.",
+            "required": True,
+            "schema": {"type": "string"},
+            "example": "GET, HEAD, OPTIONS",
+        }
+    },
+    503: {
+        "Retry-After": {
+            "description": "Seconds to wait before trying again.",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 0},
+            "example": RETRY_AFTER_SECONDS,
+        }
+    },
+}
+# The examples are a client spent under the default limit of 120 requests a minute.
+ERROR_HEADERS[429] = {
+    "Retry-After": {**ERROR_HEADERS[503]["Retry-After"], "example": 30},
+    "RateLimit-Limit": {
+        "description": "Requests allowed in the current window.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+        "example": 120,
+    },
+    "RateLimit-Remaining": {
+        "description": "Requests left in the current window.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+        "example": 0,
+    },
+    "RateLimit-Reset": {
+        "description": "Seconds until the window resets.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+        "example": 30,
+    },
+    "RateLimit-Policy": {
+        "description": "The limit and its window in seconds, as `limit;w=seconds`.",
+        "required": True,
+        "schema": {"type": "string"},
+        "example": "120;w=60",
+    },
+}
+
+
+def _content_schema(value):
+    """A JSON schema for a kind's content, from the type of its example."""
+    if isinstance(value, int):
+        return {"type": "integer", "minimum": 0}
+    return {"type": "string"}
+
+
+def shared_error_messages(config):
+    """The messages the app's own limits answer with, for the shared error responses."""
+    return {
+        408: [request_bodies.stalled_message(config["REQUEST_BODY_TIMEOUT"])],
+        411: [security.CHUNKED_REFUSED],
+        413: [security.body_too_large(config["MAX_CONTENT_LENGTH"])],
+        429: [rate_limits.TOO_MANY_REQUESTS, rate_limits.TOO_MANY_FAILED_TOKENS],
+        503: [STATUSES[503].message, request_bodies.TOO_MANY_SLOW_BODIES],
+    }
+
+
+def register(spec, token_schemes, messages):
+    """Schemas, shared error responses and the token schemes every operation refers to."""
+    for name, schema in schemas().items():
+        spec.components.schema(name, schema)
+    for status in STATUSES:
+        spec.components.response(f"Error{status}", error_response(status, messages.get(status, [])))
+    for name, scheme in security_schemes(token_schemes).items():
+        spec.components.security_scheme(name, scheme)
+
+
+COUNT = {"type": "integer", "minimum": 0}
+
+PROBLEM = {
+    "type": "object",
+    "description": "RFC 9457 problem details, sent to clients that accept "
+    "application/problem+json.",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+    },
+    "required": ["type", "title", "status", "detail"],
+}
+
+
+def schemas():
+    """Every named schema: the envelope of each kind and of errors, counts, health, problems."""
+    found = {"Error": envelope_schema("Error", {"type": "string"}, "Every error under /api.")}
+    for kind in catalogue.KINDS.values():
+        content = _content_schema(kind.example_content())
+        found[kind.type] = envelope_schema(kind.type, content, kind.summary)
+    found["AnyKind"] = {
+        "description": "One of the data kinds.",
+        "oneOf": [kind.type for kind in catalogue.KINDS.values()],
+    }
+    found["Counts"] = {
+        "type": "object",
+        "description": "Hits, and errors only for a request with a valid token.",
+        "properties": {"hits": COUNT, "errors": COUNT},
+        "required": ["hits"],
+        "additionalProperties": False,
+    }
+    for name, key, fmt in (("HourCounts", "hour", "date-time"), ("DayCounts", "day", "date")):
+        found[name] = {
+            "type": "object",
+            "properties": {key: {"type": "string", "format": fmt}, "hits": COUNT, "errors": COUNT},
+            "required": [key, "hits"],
+            "additionalProperties": False,
+        }
+    found["Health"] = {
+        "type": "object",
+        "properties": {"status": {"type": "string", "enum": ["ok", "unavailable"]}},
+        "required": ["status"],
+        "additionalProperties": False,
+    }
+    found["Problem"] = PROBLEM
+    return found
+
+
+def security_schemes(token_schemes):
+    """The ways to send a token that this server takes."""
+    found = {
+        BEARER_SCHEME: {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "Authorization: Bearer <token>. The safer way: headers stay out of "
+            "access logs and browser history.",
+        }
+    }
+    if QUERY_SCHEME in token_schemes:
+        found[QUERY_SCHEME] = {
+            "type": "apiKey",
+            "in": "query",
+            "name": "token",
+            "description": "?token=<token>, for clients that cannot set a header.",
+        }
+    return found
+
+
+def _slug(text):
+    """A short example name from a message's first words."""
+    return "-".join(re.findall(r"[a-z0-9]+", text.lower())[:4]) or "example"
+
+
+def error_response(status, messages):
+    """One error status with the envelope schema and an example per message it can carry.
+
+    Every error response in the spec is built here, so another media type for errors is one
+    more entry in its content.
+    """
+    messages = list(messages) or [STATUSES[status].message]
+    response = json_response(
+        STATUSES[status].description,
+        "Error",
+        {
+            _slug(message): {"summary": message, "value": {"type": "Error", "content": message}}
+            for message in messages
+        },
+    )
+    # The same error as RFC 9457 problem details, for clients that ask for them.
+    response["content"][PROBLEM_MIMETYPE] = {
+        "schema": {"$ref": "#/components/schemas/Problem"},
+        "example": {
+            "type": "about:blank",
+            "title": HTTP_STATUS_CODES[status],
+            "status": status,
+            "detail": messages[0],
+        },
+    }
+    if status in ERROR_HEADERS:
+        response["headers"] = dict(ERROR_HEADERS[status])
+    return response

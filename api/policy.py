@@ -1,0 +1,105 @@
+"""What each route is: a hit or not, rate-limited or not, reading a token, data or a page.
+
+Each route declares its :class:`Policy` once, where it is defined: a Resource in its ``policy``
+class attribute (``api/resources/``), a page view through ``auth.optional_token`` or else as a
+plain page. :func:`init_app` reads every route's policy into one table per app, and each hook
+asks :func:`current` rather than comparing paths. A request that matches no route (a 404 or a
+405) is counted and limited like any other, and answers in the shape of the routes that share
+its first path segment, so that a mistyped API path gets JSON and a mistyped page a page.
+"""
+
+from dataclasses import dataclass
+
+from flask import current_app, request
+
+
+@dataclass(frozen=True)
+class Policy:
+    #: A hit, and an error when it fails (HEAD and OPTIONS never are).
+    counted: bool = True
+    #: Draws on the rate limits (OPTIONS never does).
+    limited: bool = True
+    #: The view checks a token, so the limiter looks it up first and the spec lists its 400s.
+    reads_token: bool = False
+    #: Answers with data: errors in the envelope, the data CSP. Otherwise a page for people.
+    data: bool = True
+    #: Other origins' pages may read it (CORS).
+    cross_origin: bool = False
+
+
+API = Policy(cross_origin=True)
+API_WITH_TOKEN = Policy(reads_token=True, cross_origin=True)
+PAGE = Policy(data=False)
+PAGE_WITH_TOKEN = Policy(data=False, reads_token=True)
+# Health checks: a platform polls them, and they must answer even when a client is throttled.
+OPERATIONS = Policy(counted=False, limited=False)
+STATIC = Policy(counted=False, limited=False, data=False)
+UNROUTED_PAGE = PAGE
+
+
+def policy_of(app, endpoint, view):
+    """The policy a route declared: on its Resource class, on its view, or a plain page."""
+    if endpoint == "static" and app.has_static_folder:
+        return STATIC
+    holder = getattr(view, "view_class", view)
+    return getattr(holder, "policy", PAGE)
+
+
+def section(path):
+    """A path's first segment, ``/api`` for ``/api/pizza``."""
+    return "/" + path.split("/", 2)[1] if path.startswith("/") else "/"
+
+
+class Policies:
+    """Every route's policy for one app, by endpoint, and the shape of unrouted paths."""
+
+    def __init__(self, app):
+        views = app.view_functions.items()
+        self.by_endpoint = {endpoint: policy_of(app, endpoint, view) for endpoint, view in views}
+        # For a path no route matches: the shape of the routes under its first segment.
+        self.by_section = {}
+        for rule in app.url_map.iter_rules():
+            found = self.by_endpoint[rule.endpoint]
+            if found is not STATIC:
+                self.by_section.setdefault(section(rule.rule), found)
+
+    def for_request(self, endpoint, path):
+        if endpoint is not None:
+            try:
+                return self.by_endpoint[endpoint]
+            except KeyError:
+                # A route added after the app was built (a test's, say) is read when first met.
+                view = current_app.view_functions[endpoint]
+                found = self.by_endpoint[endpoint] = policy_of(current_app, endpoint, view)
+                return found
+        like = self.by_section.get(section(path), UNROUTED_PAGE)
+        return Policy(data=like.data, cross_origin=like.cross_origin)
+
+    def paths(self, app, **wanted):
+        """The URL rules of the routes whose policy has every attribute given, static aside."""
+        return sorted(
+            {
+                rule.rule
+                for rule in app.url_map.iter_rules()
+                if self.by_endpoint[rule.endpoint] is not STATIC
+                and all(getattr(self.by_endpoint[rule.endpoint], k) == v for k, v in wanted.items())
+            }
+        )
+
+    def endpoints(self, **wanted):
+        """The endpoints whose policy has every attribute given, e.g. ``reads_token=True``."""
+        return frozenset(
+            endpoint
+            for endpoint, found in self.by_endpoint.items()
+            if all(getattr(found, name) == value for name, value in wanted.items())
+        )
+
+
+def current():
+    """The policy of the route this request matched, or of its section when it matched none."""
+    return current_app.extensions["policies"].for_request(request.endpoint, request.path)
+
+
+def init_app(app):
+    """Read every route's policy; call once all routes exist."""
+    app.extensions["policies"] = Policies(app)

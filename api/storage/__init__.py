@@ -1,0 +1,60 @@
+"""The database: its tables and every SQL statement the service runs.
+
+Resources, pages, auth and the CLI call the functions this package's face names and never
+build SQL themselves, so that each query can be read, tuned and tested in one place:
+
+- ``tables.py``: the tables (the migrations create them);
+- ``engine.py``: the engine, what each connection is told, health checks, the migration lock;
+- ``counter_writer.py``: every hit's increment, one path for SQLite and one for PostgreSQL;
+- ``counter_reads.py``: totals and the per-hour and per-day series;
+- ``token_store.py``: token hashes, names and dates;
+- ``clock.py``: the one clock stored times come from (tests move ``storage.clock.utcnow``).
+"""
+
+from .. import group_commit
+from . import clock
+from .counter_reads import counts_per_day, counts_per_hour, read_counter
+from .counter_writer import increment_counter, writer_for
+from .engine import MIGRATION_LOCK_KEY, database_reachable, migration_lock, reading
+from .engine import bind as _bind
+from .tables import MAX_COUNTER_SLOTS, counter_hours, counters, db, tokens
+from .token_store import (
+    DuplicateName,
+    UnknownName,
+    create_token,
+    find_token,
+    list_tokens,
+    revoke_token,
+)
+
+__all__ = [
+    "MAX_COUNTER_SLOTS",
+    "MIGRATION_LOCK_KEY",
+    "DuplicateName",
+    "UnknownName",
+    "clock",
+    "counter_hours",
+    "counters",
+    "counts_per_day",
+    "counts_per_hour",
+    "create_token",
+    "database_reachable",
+    "db",
+    "find_token",
+    "increment_counter",
+    "init_app",
+    "list_tokens",
+    "migration_lock",
+    "read_counter",
+    "reading",
+    "revoke_token",
+    "tokens",
+]
+
+
+def init_app(app):
+    """Bind the database to the app, and give each process a counter writer that batches
+    concurrent increments into shared transactions (api/group_commit.py)."""
+    engine = _bind(app)
+    writer = writer_for(engine, app.config["COUNTER_SLOTS"])
+    app.extensions["counter_commits"] = group_commit.GroupCommit(writer)

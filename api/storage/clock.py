@@ -1,0 +1,13 @@
+"""The one clock the stored times come from, so that a test can move it in one place."""
+
+from datetime import UTC, datetime
+
+
+def utcnow():
+    """Naive UTC, the one time format stored in every column on every backend."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def current_hour():
+    """The UTC hour an increment made now belongs to."""
+    return utcnow().replace(minute=0, second=0, microsecond=0)

@@ -1,0 +1,230 @@
+"""The counter writer: every hit's increment, committed before the request is answered.
+
+Concurrent increments in one process are batched by ``api/group_commit.py``; a writer commits
+one batch, ``{name: amount}``, in one transaction and returns each counter's total after it.
+Each process keeps one connection of its own for this, and runs SQL compiled once for the
+driver on the DBAPI connection: this is the hot path of every request, and a batch then costs
+one transaction and no per-statement work in SQLAlchemy. Driver errors come out wrapped as
+SQLAlchemy's, so that errors.py answers them like any other database error.
+
+The two databases take two paths:
+
+- **SQLite** (:class:`SQLiteWriter`): the writers of this machine's processes take turns on a
+  lock file, then per counter bump the hour's row and the total's row, the total's upsert
+  returning the new sum, and commit. The write lock is held from the first statement to the
+  commit, so the total is exact and no two requests get the same number.
+- **PostgreSQL** (:class:`PostgreSQLWriter`): the whole batch is one statement in autocommit
+  mode, one round trip. See ``INCREMENT_BATCH`` for what the total it reports means.
+"""
+
+import fcntl
+import operator
+import os
+import random
+
+import sqlalchemy as sa
+from flask import current_app
+
+from .clock import current_hour
+from .counter_reads import TOTAL_SQL
+from .engine import closed_by_server, server_unavailable
+
+# One counter's total row, bumped; and the same for its hour's row.
+BUMP_TOTAL_SQL = (
+    "INSERT INTO counters (name, slot, value) VALUES (:name, :slot, :amount) "
+    "ON CONFLICT (name, slot) DO UPDATE SET value = counters.value + excluded.value"
+)
+BUMP_HOUR = sa.text(
+    "INSERT INTO counter_hours (name, hour, slot, value) VALUES (:name, :hour, :slot, :amount) "
+    "ON CONFLICT (name, hour, slot) DO UPDATE SET value = counter_hours.value + excluded.value"
+)
+# SQLite returns the total from the upsert itself: a subquery in RETURNING sees the row just
+# written.
+BUMP_TOTAL_RETURNING_SUM = sa.text(f"{BUMP_TOTAL_SQL} RETURNING ({TOTAL_SQL})")
+
+# PostgreSQL adds a whole batch in one statement. The final SELECT sees the snapshot from
+# before the writes in its CTEs, hence the added amounts. So the total a batch reports holds
+# every hit committed before its statement began plus its own; two workers whose statements
+# overlap on different slots may report the same number. Taking the total from one
+# serialised row would make the numbers unique and bring back the hot row the slots are there
+# to avoid. The stored total is exact either way.
+INCREMENT_BATCH = sa.text(
+    "WITH batch AS (SELECT * FROM unnest(CAST(:names AS VARCHAR[]), CAST(:amounts AS BIGINT[])) "
+    "AS b(name, amount)), "
+    "total AS (INSERT INTO counters (name, slot, value) SELECT name, :slot, amount FROM batch "
+    "ON CONFLICT (name, slot) DO UPDATE SET value = counters.value + excluded.value), "
+    "hour AS (INSERT INTO counter_hours (name, hour, slot, value) "
+    "SELECT name, :hour, :slot, amount FROM batch "
+    "ON CONFLICT (name, hour, slot) DO UPDATE SET value = counter_hours.value + excluded.value) "
+    "SELECT batch.name, CAST(COALESCE(SUM(counters.value), 0) AS BIGINT) + batch.amount "
+    "FROM batch LEFT JOIN counters ON counters.name = batch.name "
+    "GROUP BY batch.name, batch.amount"
+)
+
+
+def increment_counter(name, amount=1):
+    """Increment in SQL so that concurrent workers never lose a count; return the new total.
+
+    Concurrent increments in one process share one transaction (see group_commit.py); each
+    still returns only once its own increment is committed, with the total its transaction
+    saw, itself included (unique within a process; see INCREMENT_BATCH).
+    """
+    return current_app.extensions["counter_commits"].increment(name, amount)
+
+
+def writer_for(engine, slots):
+    """The writer for this engine's database."""
+    if engine.dialect.name == "postgresql":
+        return PostgreSQLWriter(engine, slots)
+    return SQLiteWriter(engine, slots)
+
+
+def compiled(statement, dialect):
+    """SQL compiled once for the driver, and how to pass it its parameters (the dict itself,
+    or a tuple in positional order)."""
+    compiled = statement.compile(dialect=dialect)
+    order = compiled.positiontup
+    if order is None:
+        return compiled.string, lambda params: params
+    if len(order) == 1:
+        return compiled.string, lambda params: (params[order[0]],)
+    return compiled.string, operator.itemgetter(*order)
+
+
+class Writer:
+    """What both writers share: the connection kept for the process, and failing cleanly."""
+
+    def __init__(self, engine, slots):
+        self.engine = engine
+        self.slots = slots
+        self._connection = self._pid = None
+        sa.event.listen(engine, "engine_disposed", self.close)
+
+    def __call__(self, amounts):
+        """Add every amount in one transaction; return each counter's total after it."""
+        params = {"hour": current_hour(), "slot": random.randrange(self.slots)}  # noqa: S311
+        try:
+            if self._connection is None or self._pid != os.getpid() or not self._usable():
+                self._connect()
+            return self._commit(amounts, params)
+        except Exception as e:
+            raise self._failed(e, params) from e
+
+    def _usable(self):
+        return True
+
+    def _connect(self):
+        """Open this process's connection; a forked worker never reuses its parent's."""
+        self._pid = os.getpid()
+        self._connection = None
+        self._connection = self.engine.raw_connection()
+        self._dbapi_connection = self._connection.dbapi_connection
+        self._cursor = self._dbapi_connection.cursor()
+
+    def _failed(self, error, params):
+        """Roll back, drop a broken connection, and wrap a driver error the way SQLAlchemy does."""
+        connection, dialect = self._connection, self.engine.dialect
+        driver_error = isinstance(error, dialect.loaded_dbapi.Error)
+        disconnect = driver_error and (
+            connection is None
+            or dialect.is_disconnect(error, connection, None)
+            or server_unavailable(error)
+        )
+        if connection is not None:
+            try:
+                connection.rollback()
+            except Exception:
+                disconnect = True
+            if disconnect:
+                self.close()
+        if not driver_error:
+            return error
+        return sa.exc.DBAPIError.instance(
+            None,
+            params,
+            error,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=disconnect,
+            dialect=dialect,
+        )
+
+    def close(self, *_args):
+        """Close the connection for good, as ``engine.dispose()`` does with the pool's."""
+        if self._connection is not None and self._pid == os.getpid():
+            self._connection.invalidate()
+        self._connection = None
+
+
+class SQLiteWriter(Writer):
+    """Bumps each counter's hour and total, then commits, taking turns on a lock file."""
+
+    def __init__(self, engine, slots):
+        super().__init__(engine, slots)
+        self._statements = [
+            compiled(s, engine.dialect) for s in (BUMP_HOUR, BUMP_TOTAL_RETURNING_SUM)
+        ]
+        # Writers of this machine's processes take turns on a lock file before they take
+        # SQLite's write lock: the kernel wakes the next one the moment it is free, where
+        # SQLite's busy handler would sleep in whole milliseconds.
+        self._turns = None
+        self._turns_fd = None
+        if engine.url.database not in (None, "", ":memory:"):
+            self._turns = engine.url.database + "-counters.lock"
+
+    def _connect(self):
+        self._turns_fd = None
+        super()._connect()
+        if self._turns is not None:
+            self._turns_fd = os.open(self._turns, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def _commit(self, amounts, params):
+        cursor, turns = self._cursor, self._turns_fd
+        if turns is not None:
+            fcntl.flock(turns, fcntl.LOCK_EX)
+        try:
+            totals = {}
+            for name, amount in amounts.items():
+                params["name"], params["amount"] = name, amount
+                for statement, arguments in self._statements:
+                    cursor.execute(statement, arguments(params))
+                totals[name] = cursor.fetchone()[0]
+            self._dbapi_connection.commit()
+            return totals
+        finally:
+            if turns is not None:
+                fcntl.flock(turns, fcntl.LOCK_UN)
+
+    def close(self, *_args):
+        if self._turns_fd is not None and self._pid == os.getpid():
+            os.close(self._turns_fd)
+        self._turns_fd = None
+        super().close()
+
+
+class PostgreSQLWriter(Writer):
+    """Adds the whole batch in one autocommit statement: one transaction, one round trip."""
+
+    def __init__(self, engine, slots):
+        super().__init__(engine, slots)
+        self._statement, self._arguments = compiled(INCREMENT_BATCH, engine.dialect)
+
+    def _usable(self):
+        """Whether the server has sent nothing unasked; a connection it closed reads as EOF.
+
+        The pool tests each connection as it is checked out; this one is kept, so it is
+        checked the same way before each batch, and replaced when the server or the network
+        dropped it between batches.
+        """
+        if closed_by_server(self._dbapi_connection):
+            self.close()
+            return False
+        return True
+
+    def _connect(self):
+        super()._connect()
+        self._dbapi_connection.autocommit = True
+
+    def _commit(self, amounts, params):
+        params["names"], params["amounts"] = list(amounts), list(amounts.values())
+        self._cursor.execute(self._statement, self._arguments(params))
+        return dict(self._cursor.fetchall())

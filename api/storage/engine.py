@@ -1,0 +1,201 @@
+"""The engine: pool sizing, what each new connection is told, health checks, the migration lock.
+
+One engine per app, bound by :func:`init_app`. PostgreSQL connections get their statement
+timeout and TCP keepalives here, are checked without a round trip as they leave the pool, and
+count as lost when the server turns read-only or shuts down; SQLite connections get WAL.
+"""
+
+import select
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+
+from ..config import EphemeralDatabase, require
+from .tables import MAX_COUNTER_SLOTS, db
+
+# SQLSTATEs that mean this server cannot do the work now, though the connection still answers:
+# a primary turned read-only standby by a failover (25006), or a server shutting down or
+# starting up. The connection is dropped like a broken one, and the request answers 503.
+UNAVAILABLE_SQLSTATES = frozenset({"25006", "57P01", "57P02", "57P03"})
+
+EPHEMERAL_SQLITE_MESSAGE = (
+    "Refusing to start: DYNO is set, so this disk is wiped at every restart and not shared "
+    "between dynos, and SQLite on it would lose every count; set DATABASE_URL to the "
+    "platform's PostgreSQL, or ALLOW_EPHEMERAL_SQLITE=true to run anyway."
+)
+
+# Any constant works, as long as every release of this app uses the same one.
+MIGRATION_LOCK_KEY = 0x61706930_6D696772
+
+# A server that answers but cannot take writes (a standby after a failover) cannot count.
+# A SQLite file this process can open is writable.
+WRITABLE = sa.text("SELECT current_setting('transaction_read_only') = 'off'")
+ANSWERS = sa.text("SELECT 1")
+
+
+def server_unavailable(error):
+    """Whether a driver error says the database cannot serve now, rather than that we erred."""
+    return getattr(error, "sqlstate", None) in UNAVAILABLE_SQLSTATES
+
+
+def engine_options(config, url):
+    """Pool settings for a server database; SQLite keeps SQLAlchemy's, as its file needs none."""
+    if url.get_backend_name() == "sqlite":
+        return {}
+    options = {
+        # One connection per request thread, so that no request waits for another's, and one
+        # more that the counter writer keeps for itself.
+        "pool_size": (config["DB_POOL_SIZE"] or config["WEB_THREADS"]) + 1,
+        "max_overflow": config["DB_MAX_OVERFLOW"],
+        # A request that cannot get a connection answers 503 before a router's 30 s run out.
+        "pool_timeout": 10,
+        # No pool_pre_ping: its round trip per checkout cost more than the query on the token
+        # check. init_app tests each connection without one (drop_closed_connections).
+    }
+    if url.get_backend_name() == "postgresql":
+        options["connect_args"] = {
+            "connect_timeout": config["DB_CONNECT_TIMEOUT"],
+            # A server that stops acknowledging what was sent drops the connection after the
+            # statement timeout, and idle connections are probed, so that a dead peer or a
+            # half-open network path fails a request instead of hanging it.
+            "tcp_user_timeout": config["DB_STATEMENT_TIMEOUT_MS"],
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        }
+    return options
+
+
+def bind(app):
+    """Bind the engine to the app, and return it: a pool sized to the web threads for
+    PostgreSQL, and for SQLite the settings concurrent workers need, refused where the
+    platform's disk is ephemeral."""
+    config = app.config
+    url = sa.engine.make_url(config["SQLALCHEMY_DATABASE_URI"])
+    require(config, "DB_STATEMENT_TIMEOUT_MS", lambda ms: ms >= 0, "0 (no limit) or more")
+    require(
+        config,
+        "COUNTER_SLOTS",
+        lambda slots: 1 <= slots <= MAX_COUNTER_SLOTS,
+        f"from 1 to {MAX_COUNTER_SLOTS}",
+    )
+    if url.get_backend_name() == "sqlite" and config["DYNO"]:
+        if not config["ALLOW_EPHEMERAL_SQLITE"]:
+            raise EphemeralDatabase(EPHEMERAL_SQLITE_MESSAGE)
+        app.logger.warning("ALLOW_EPHEMERAL_SQLITE is set: counts will be lost at each restart")
+    # Options the app was given explicitly win over the sized defaults.
+    config["SQLALCHEMY_ENGINE_OPTIONS"] = {
+        **engine_options(config, url),
+        **config.get("SQLALCHEMY_ENGINE_OPTIONS", {}),
+    }
+    db.init_app(app)
+    with app.app_context():
+        engine = db.engine
+    if engine.dialect.name == "postgresql":
+        listen_postgresql(engine, int(config["DB_STATEMENT_TIMEOUT_MS"]))
+    elif engine.dialect.name == "sqlite":
+        listen_sqlite(engine, int(config["SQLITE_BUSY_TIMEOUT_MS"]))
+    return engine
+
+
+def listen_postgresql(engine, statement_timeout):
+    """What every PostgreSQL connection is told and checked for."""
+    if not engine.pool._pre_ping:
+        sa.event.listen(engine, "checkout", drop_closed_connections)
+
+    @sa.event.listens_for(engine, "connect")
+    def _postgresql_timeouts(dbapi_connection, _record):
+        # Set once per connection rather than as a startup option, which connection
+        # poolers such as PgBouncer refuse.
+        autocommit = dbapi_connection.autocommit
+        dbapi_connection.autocommit = True
+        dbapi_connection.execute(f"SET statement_timeout = {statement_timeout}")
+        dbapi_connection.autocommit = autocommit
+
+    @sa.event.listens_for(engine, "handle_error")
+    def _unavailable_is_a_disconnect(context):
+        # SQLAlchemy then invalidates the connection (and the pool's older ones), and the
+        # error handler answers 503: after a failover, new connections find the primary.
+        if server_unavailable(context.original_exception):
+            context.is_disconnect = True
+
+
+def listen_sqlite(engine, busy_timeout):
+    """What every SQLite connection is told: WAL, and how long to wait for the write lock."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection, _record):
+        cursor = dbapi_connection.cursor()
+        # WAL lets readers run beside the single writer; NORMAL sync in WAL mode keeps
+        # every committed transaction across a process crash or SIGKILL.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout}")
+        cursor.close()
+
+
+def closed_by_server(dbapi_connection):
+    """Whether the server sent something unasked on an idle connection: after a restart, a
+    failover or an idle timeout that is the end of the stream, which reads as EOF."""
+    readable, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
+    return bool(readable)
+
+
+def drop_closed_connections(dbapi_connection, _record, _proxy):
+    """Replace a pooled connection the server has closed before a request uses it.
+
+    The pool's checkout hook: raising DisconnectionError makes SQLAlchemy discard the
+    connection and hand out a fresh one. Unlike pool_pre_ping this needs no round trip. A
+    network that drops packets without closing anything goes unseen here, as it would by a
+    ping, until the query on it fails; that connection is then invalidated.
+    """
+    if closed_by_server(dbapi_connection):
+        raise sa.exc.DisconnectionError("the database server closed this connection")
+
+
+def reading():
+    """A connection for reads, in autocommit mode on a server: no BEGIN before the query and
+    no ROLLBACK when it goes back to the pool, two round trips saved. SQLite's driver begins
+    no transaction for a SELECT anyway, and switching its mode costs more than it saves."""
+    connection = db.engine.connect()
+    if connection.dialect.name == "sqlite":
+        return connection
+    return connection.execution_options(isolation_level="AUTOCOMMIT")
+
+
+def database_reachable():
+    """One round trip, so that a health check proves the database answers and takes writes."""
+    try:
+        with reading() as conn:
+            check = WRITABLE if conn.dialect.name == "postgresql" else ANSWERS
+            writable = bool(conn.execute(check).scalar_one())
+            if not writable:
+                # A session opened on a read-only server stays read-only: drop it, so that
+                # the pool opens a new one, on the writable primary, once there is one.
+                conn.invalidate()
+            return writable
+    except sa.exc.DBAPIError:
+        return False
+
+
+@contextmanager
+def migration_lock(connection):
+    """Serialise concurrent releases on PostgreSQL, so that the second finds the schema at head.
+
+    A session lock, taken and released outside the migration's own transaction, so that the
+    waiting release reads the version table only after the first one has committed.
+    """
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    # A migration may run, and a second release wait, far longer than a request may.
+    connection.execute(sa.text("SET statement_timeout = 0"))
+    key = {"key": MIGRATION_LOCK_KEY}
+    connection.execute(sa.text("SELECT pg_advisory_lock(:key)"), key)
+    connection.commit()
+    try:
+        yield
+    finally:
+        connection.execute(sa.text("SELECT pg_advisory_unlock(:key)"), key)
+        connection.commit()

@@ -1,0 +1,1 @@
+"""What the tests and the bench share: the Procfile's processes, run for real."""
