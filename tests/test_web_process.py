@@ -300,3 +300,28 @@ def test_slow_clients_never_hold_up_ordinary_requests(served):
         else:
             assert took < 2
     assert any(status == 408 for status, _ in body_results)
+
+
+# The README's way back to gunicorn serves the same API.
+
+
+def readme_gunicorn_line():
+    readme = (servers.ROOT / "README.md").read_text()
+    line = next(x for x in readme.splitlines() if x.startswith("web: gunicorn "))
+    return line.removeprefix("web: ")
+
+
+def test_the_readme_way_back_to_gunicorn_serves_the_same_api(served, tmp_path):
+    port = servers.free_port()
+    env = servers.clean_env(DATABASE_URL=served.url, PORT=port)
+    server = servers.Server(env, tmp_path / "gunicorn.log", ["sh", "-c", readme_gunicorn_line()])
+    try:
+        assert json.loads(servers.fetch(server.url + "/api/pizza").body)["type"] == "Pizza"
+        long_line = b"GET /api?data=" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        answer = servers.exchange(port, long_line)
+        assert status_of(answer) == 414
+        assert json_of(answer)["type"] == "Error"
+        server.wait_for_output('"GET /api/pizza HTTP/1.1" 200 ')
+    finally:
+        server.stop()
+    assert "gunicorn" in server.output().lower()
