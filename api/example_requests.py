@@ -70,7 +70,7 @@ def example_requests(spec, path, method, operation):
         names += [name for name in source if name not in names]
     private_name = openapi.PRIVATE_EXAMPLE
     never_succeeds = not any(status.startswith("2") for status in operation["responses"])
-    may_need_token = "401" in operation["responses"] and reads_token(operation)
+    may_need_token = "401" in operation["responses"] and reads_token(spec, operation)
     if not names:
         names = [None, private_name] if may_need_token else [None]
     media_types = list(content) or [None]

@@ -8,8 +8,9 @@ requests to the app, so a curl line on the page cannot stop working unnoticed.
 import json
 from dataclasses import dataclass, field
 
+from .errors import STATUSES
 from .example_requests import ExampleRequest, example_requests
-from .openapi import reads_token, resolve
+from .openapi import ERROR_HEADERS, reads_token, resolve
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 
@@ -52,6 +53,7 @@ class Endpoint:
     parameters: list
     bodies: list
     responses: list
+    shared_statuses: list
     requests: list
 
 
@@ -80,8 +82,8 @@ def operations(spec):
                 yield path, method, item[method]
 
 
-def _auth(operation):
-    if not reads_token(operation):
+def _auth(spec, operation):
+    if not reads_token(spec, operation):
         return "None. A token is not read here."
     if "401" in operation["responses"]:
         return (
@@ -91,27 +93,35 @@ def _auth(operation):
     return "Not needed. A token that is sent must still be sent correctly, or the answer is 400."
 
 
-def _responses(spec, operation):
-    found = []
-    for status, response in operation["responses"].items():
-        response = resolve(spec, response)
-        media = response.get("content", {}).get("application/json", {})
-        found.append(
-            Response(
-                status=status,
-                description=response["description"],
-                schema=schema_name(media.get("schema")),
-                headers=[
-                    (name, header.get("example", ""))
-                    for name, header in response.get("headers", {}).items()
-                ],
-                examples=[
-                    Example(example.get("summary", name), pretty(example["value"]))
-                    for name, example in media.get("examples", {}).items()
-                ],
-            )
-        )
-    return found
+def _response(status, response):
+    media = response.get("content", {}).get("application/json", {})
+    return Response(
+        status=status,
+        description=response["description"],
+        schema=schema_name(media.get("schema")),
+        headers=[
+            (name, header.get("example", ""))
+            for name, header in response.get("headers", {}).items()
+        ],
+        examples=[
+            Example(example.get("summary", name), pretty(example["value"]))
+            for name, example in media.get("examples", {}).items()
+        ],
+    )
+
+
+def _responses(operation):
+    """What is particular to one operation: its own answers, not the shared ones."""
+    return [
+        _response(status, response)
+        for status, response in operation["responses"].items()
+        if "$ref" not in response
+    ]
+
+
+def _shared_statuses(operation):
+    """The statuses an operation answers as every operation does, described once."""
+    return [status for status, response in operation["responses"].items() if "$ref" in response]
 
 
 def _parameters(spec, operation):
@@ -155,11 +165,12 @@ def endpoints(spec):
             path=path,
             summary=operation.get("summary", ""),
             description=operation.get("description", ""),
-            auth=_auth(operation),
+            auth=_auth(spec, operation),
             allow=", ".join(sorted({*map(str.upper, spec["paths"][path]), "HEAD", "OPTIONS"})),
             parameters=_parameters(spec, operation),
             bodies=_bodies(spec, operation),
-            responses=_responses(spec, operation),
+            responses=_responses(operation),
+            shared_statuses=_shared_statuses(operation),
             requests=example_requests(spec, path, method, operation),
         )
         for path, method, operation in operations(spec)
@@ -167,9 +178,16 @@ def endpoints(spec):
 
 
 def error_statuses(spec):
-    """Every error status the API answers, from the spec's shared error responses."""
-    responses = spec["components"]["responses"]
-    return [
-        _responses(spec, {"responses": {name.removeprefix("Error"): response}})[0]
-        for name, response in sorted(responses.items())
-    ]
+    """Every error status the service answers, once: the shared description from the spec
+    where operations refer to one, else what the status means (its messages are each
+    operation's own), with the headers it comes with."""
+    shared = spec["components"]["responses"]
+    found = []
+    for status, known in sorted(STATUSES.items()):
+        name = f"Error{status}"
+        if name in shared:
+            found.append(_response(str(status), shared[name]))
+            continue
+        headers = [(h, v.get("example", "")) for h, v in ERROR_HEADERS.get(status, {}).items()]
+        found.append(Response(str(status), known.description, "Error", headers=headers))
+    return found

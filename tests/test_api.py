@@ -116,7 +116,7 @@ def test_method_not_allowed(client, method, path, allowed):
         ({"json": "pizza"}, "must be an object"),
         ({"json": {"data": 1}}, "data must be a string"),
         ({"json": {"data": ["pizza"]}}, "data must be a string"),
-        ({"json": {"data": None}}, "No data requested"),
+        ({"json": {"data": None}}, "data must be a string"),
         ({"json": {}}, "No data requested"),
     ],
 )

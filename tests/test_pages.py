@@ -41,6 +41,15 @@ def test_docs_document_every_kind_and_both_token_ways(client):
     assert "import requests" in quick_start
 
 
+def test_each_endpoint_links_the_statuses_it_shares_instead_of_repeating_them(app, client):
+    html = client.get("/docs").get_data(as_text=True)
+    for endpoint in reference.endpoints(app.extensions["openapi"]):
+        part = section(html, endpoint.anchor)
+        assert "Retry-After: 30" not in part
+        for status in endpoint.shared_statuses:
+            assert f'<a href="#status-{status}">{status}</a>' in part
+
+
 def test_docs_have_a_section_and_a_contents_link_for_every_operation(app, client):
     html = client.get("/docs").get_data(as_text=True)
     spec = app.extensions["openapi"]
@@ -54,19 +63,30 @@ def test_docs_have_a_section_and_a_contents_link_for_every_operation(app, client
         body = section(html, anchor)
         assert f">{method.upper()}</span>" in body
         assert f"<code>{path}</code>" in body
-        for status in operation["responses"]:
-            assert f">{status}</span>" in body, (path, status)
+        for status, response in operation["responses"].items():
+            # Its own answers in full, the shared ones as a link to their one description.
+            shown = (
+                f'href="#status-{status}">{status}</a>'
+                if "$ref" in response
+                else f">{status}</span>"
+            )
+            assert shown in body, (path, status)
         for example in example_requests.example_requests(spec, path, method, operation):
             assert escape(example.curl("http://localhost/")) in body
 
 
-def test_docs_list_every_status_with_its_example(app, client):
-    errors_section = section(client.get("/docs").get_data(as_text=True), "errors")
+def test_docs_list_every_status_once_with_its_example(app, client):
+    html = client.get("/docs").get_data(as_text=True)
+    errors_section = section(html, "errors")
     for status in [200, *errors.STATUSES]:
         assert f'status-{str(status)[0]}xx">{status}</span>' in errors_section
-    shared = app.extensions["openapi"]["components"]["responses"]
     for status in errors.STATUSES:
-        examples = shared[f"Error{status}"]["content"]["application/json"]["examples"]
+        assert html.count(f'id="status-{status}"') == 1
+    # The 429's headers read as one sentence, each named once.
+    assert "Comes with <code>Retry-After: 30</code>, <code>RateLimit-Limit: 120</code>" in html
+    shared = app.extensions["openapi"]["components"]["responses"]
+    for name in shared:
+        examples = shared[name]["content"]["application/json"]["examples"]
         for example in examples.values():
             message = example["value"]["content"]
             assert escape(f'{{"type": "Error", "content": "{message}"}}') in errors_section

@@ -61,8 +61,28 @@ DESCRIPTION = (
     "Every JSON answer under /api, except the OpenAPI document at /api/openapi.json, comes in "
     'one envelope, {"type": ..., "content": ...}, where type names what content holds and '
     'errors have the type "Error". A client that asks for application/problem+json gets its '
-    "errors as RFC 9457 problem details instead."
+    "errors as RFC 9457 problem details instead. A method a path does not take is answered "
+    "405 with an Allow header, and a path that is not listed here 404, both in the envelope."
 )
+
+# The document is served by the server it describes, so its one server is that one.
+SERVERS = [{"url": "/", "description": "The server that serves this document."}]
+CONTACT = {"name": "The operators of this service"}
+
+# Every operation carries its resource's tag; the docs and generated clients group by it.
+TAGS = {
+    "data": "The data kinds, named in the query string, the body or the path.",
+    "stats": "The service's traffic over time.",
+    "meta": "This API's own description, and whether it can serve.",
+}
+
+
+# A token is optional everywhere it is read: public data ignores it, private data answers 401
+# without it. The empty requirement says "no token" is allowed too. It is the document's
+# default; operations that never read a token say so with an empty list.
+def optional_token(token_schemes):
+    return [{}] + [{scheme: []} for scheme in token_schemes]
+
 
 _RULE_ARGUMENT = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
@@ -80,39 +100,45 @@ def openapi_path(rule):
     return _RULE_ARGUMENT.sub(r"{\1}", rule)
 
 
-def operation_spec(view_class, method, path, endpoint, token_schemes, allow_query_token):
-    """The spec of one method of one resource, with the shared parts filled in."""
+def operation_spec(view_class, method, endpoint, allow_query_token, shared):
+    """The spec of one method of one resource, with the shared parts filled in; the statuses
+    it answers through a shared response are added to ``shared``."""
     function = getattr(view_class, method)
     declared = getattr(function, "openapi", None)
-    if declared is None:
+    if declared is None or getattr(view_class, "tag", None) not in TAGS:
         raise LookupError(
-            f"{view_class.__name__}.{method} serves requests but declares no spec; "
-            "decorate it with openapi.operation(...)"
+            f"{view_class.__name__}.{method} serves requests but declares no spec or no tag; "
+            "decorate it with openapi.operation(...) and give its class a tag from "
+            "openapi.TAGS"
         )
     route = view_class.policy
-    reads_token = route.reads_token
     messages = {status: list(found) for status, found in declared["errors"].items()}
-    if reads_token:
+    if route.reads_token:
         messages.setdefault(400, []).extend(token_errors(allow_query_token))
     responses = dict(declared["responses"])
-    for status in sorted(messages):
-        responses[status] = error_response(status, messages[status])
-    shared = list(EVERY_OPERATION)
+    common = list(EVERY_OPERATION)
     if route.limited:
-        shared.append(RATE_LIMITED)
+        common.append(RATE_LIMITED)
     if declared["body"]:
-        shared.extend(BODY_STATUSES)
-    for status in shared:
-        responses.setdefault(status, f"Error{status}")
+        common.extend(BODY_STATUSES)
+    for status in sorted(messages):
+        if messages[status]:
+            responses[status] = error_response(status, messages[status])
+        else:
+            # Nothing particular to say: the one shared description.
+            common.append(status)
+    for status in common:
+        responses.setdefault(status, components.shared_response(status))
+        shared.add(status)
     spec = {
         "operationId": f"{method}_{endpoint}",
+        "tags": [view_class.tag],
         "summary": declared["summary"],
         "parameters": declared["parameters"],
         "responses": dict(sorted(responses.items())),
-        # A token is optional everywhere it is read: public data ignores it, private data
-        # answers 401 without it. An empty requirement says "no token" is allowed too.
-        "security": [{}] + [{scheme: []} for scheme in token_schemes] if reads_token else [],
     }
+    if not route.reads_token:
+        spec["security"] = []
     if declared["description"]:
         spec["description"] = declared["description"]
     if declared["body"]:
@@ -128,9 +154,12 @@ def build_document(app):
         title=TITLE,
         version=VERSION,
         openapi_version="3.1.0",
-        info={"description": DESCRIPTION},
+        info={"description": DESCRIPTION, "contact": CONTACT},
+        servers=SERVERS,
+        tags=[{"name": name, "description": text} for name, text in TAGS.items()],
+        security=optional_token(token_schemes),
     )
-    components.register(spec, token_schemes, components.shared_error_messages(app.config))
+    shared = set()
     for rule in app.url_map.iter_rules():
         view_class = getattr(app.view_functions[rule.endpoint], "view_class", None)
         if view_class is None or not issubclass(view_class, MethodView):
@@ -139,12 +168,12 @@ def build_document(app):
         spec.path(
             path=openapi_path(rule.rule),
             operations={
-                method: operation_spec(
-                    view_class, method, rule.rule, rule.endpoint, token_schemes, allow_query_token
-                )
+                method: operation_spec(view_class, method, rule.endpoint, allow_query_token, shared)
                 for method in methods
             },
         )
+    messages = components.shared_error_messages(app.config)
+    components.register(spec, token_schemes, messages, shared)
     return spec.to_dict()
 
 
@@ -158,9 +187,11 @@ def resolve(spec, value):
     return value
 
 
-def reads_token(operation):
-    """Whether an operation of the document reads a token: it names a security scheme."""
-    return any(requirement for requirement in operation.get("security", []))
+def reads_token(spec, operation):
+    """Whether an operation of the document reads a token: it names a security scheme, or
+    takes the document's, which does."""
+    requirements = operation.get("security", spec.get("security", []))
+    return any(requirement for requirement in requirements)
 
 
 def document():

@@ -12,9 +12,9 @@ from .declare import envelope_schema, json_response
 BEARER_SCHEME = "bearerToken"
 QUERY_SCHEME = "queryToken"
 
-# Statuses any counted request can meet, whatever the operation: a fault, or the database
-# being away when the request is counted.
-EVERY_OPERATION = (500, 503)
+# Statuses any request can meet, whatever the operation: a request line or header over the
+# edge's limits, a fault, or the database being away when the request is counted.
+EVERY_OPERATION = (414, 431, 500, 503)
 
 # Met by every operation that rate limits apply to, and by every operation with a body.
 RATE_LIMITED = 429
@@ -95,12 +95,18 @@ def shared_error_messages(config):
     }
 
 
-def register(spec, token_schemes, messages):
-    """Schemas, shared error responses and the token schemes every operation refers to."""
+def shared_response(status):
+    """The name of the one response that every operation answering ``status`` refers to."""
+    return f"Error{status}"
+
+
+def register(spec, token_schemes, messages, shared_statuses):
+    """Schemas, the shared error responses operations refer to, and the token schemes."""
     for name, schema in schemas().items():
         spec.components.schema(name, schema)
-    for status in STATUSES:
-        spec.components.response(f"Error{status}", error_response(status, messages.get(status, [])))
+    for status in sorted(shared_statuses):
+        response = error_response(status, messages.get(status, []))
+        spec.components.response(shared_response(status), response)
     for name, scheme in security_schemes(token_schemes).items():
         spec.components.security_scheme(name, scheme)
 

@@ -55,29 +55,30 @@ def _public_and_private(wrap=lambda value: value):
     return examples
 
 
-def kind_parameter(name, location):
+def kind_parameter(name, location, required=True, description="Which data to answer with."):
     """A parameter naming one of the catalogue's kinds: ``data`` in the query, ``{kind}`` in
     the path."""
     return {
         "name": name,
         "in": location,
-        "required": True,
-        "description": "Which data to answer with.",
+        "required": required,
+        "description": description,
         "schema": {"type": "string", "enum": kind_names()},
         "examples": _public_and_private(),
     }
 
 
 def data_body():
-    """A POST body naming the data, as a form field or a JSON object."""
+    """A POST body naming the data, as a form field or a JSON object. It is optional, as the
+    query string may name the data instead; a body that names one must name a known kind."""
     schema = {
         "type": "object",
         "properties": {"data": {"type": "string", "enum": kind_names()}},
-        "required": ["data"],
     }
     return {
-        "description": "The data to answer with, as a form field or a JSON object.",
-        "required": True,
+        "description": "The data to answer with, as a form field or a JSON object; optional "
+        "when the query string names it.",
+        "required": False,
         "content": {
             media_type: {
                 "schema": schema,

@@ -16,6 +16,8 @@ class ApiResource(Resource):
     # Reads a token: the limiter looks it up first, the spec lists the 400s a badly sent one
     # gets. Data, readable by other origins' pages.
     policy = policy.API_WITH_TOKEN
+    # The data kinds, unless a resource says otherwise (openapi.TAGS lists them).
+    tag = "data"
 
     def dispatch_request(self, *args, **kwargs):
         # Not through method_decorators, which Flask-RESTful applies anew on every request.

@@ -12,6 +12,7 @@ UNKNOWN_TYPE = "Type not available"
 INVALID_JSON = "Request body is not valid JSON"
 NOT_AN_OBJECT = 'JSON body must be an object, like {"data": "hits"}'
 NOT_A_STRING = "data must be a string"
+TOO_DEEP = "JSON body is nested too deeply"
 
 
 def answer(name, unknown_message):
@@ -41,17 +42,16 @@ def data_from_body():
         body = request.get_json(silent=True)
     except RecursionError:
         # silent=True swallows ValueError only; "[[[[..." a few thousand deep raises this.
-        abort(400, description="JSON body is nested too deeply")
+        abort(400, description=TOO_DEEP)
     if body is None:
         if request.get_data():
             abort(400, description=INVALID_JSON)
         return None
     if not isinstance(body, dict):
         abort(400, description=NOT_AN_OBJECT)
-    data = body.get("data")
-    if data is not None and not isinstance(data, str):
+    if "data" in body and not isinstance(body["data"], str):
         abort(400, description=NOT_A_STRING)
-    return data
+    return body.get("data")
 
 
 PRIVATE_KINDS = "Needs a valid token for: " + ", ".join(
@@ -87,14 +87,25 @@ class DataQuery(ApiResource):
         "The data named in the body",
         "The same as GET, for clients that post a form or JSON. As in the tutorial, "
         "POST /api?data=<kind> with no body works too; when both name the data the query "
-        "string wins, and a body that cannot be read is an error either way.",
-        {400: [NO_DATA, INVALID_JSON, NOT_AN_OBJECT, NOT_A_STRING], 404: [UNKNOWN_DATA]},
+        "string wins, and a body that cannot be read, or names no known kind, is an error "
+        "either way.",
+        {400: [NO_DATA, INVALID_JSON, NOT_AN_OBJECT, NOT_A_STRING, TOO_DEEP], 404: [UNKNOWN_DATA]},
+        parameters=[
+            openapi.kind_parameter(
+                "data",
+                "query",
+                required=False,
+                description="Which data to answer with; wins over the body's when both name it.",
+            )
+        ],
         body=openapi.data_body(),
     )
     def post(self):
         # The body is checked even when the query names the data, so a broken body is never
         # silently ignored.
         from_body = data_from_body()
+        if from_body is not None and from_body not in catalogue.KINDS:
+            abort(404, description=UNKNOWN_DATA)
         return answer_named(request.args.get("data", from_body))
 
 

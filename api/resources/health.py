@@ -10,6 +10,7 @@ class Health(Resource):
 
     # Polled by the platform: not a hit, never rate limited.
     policy = policy.OPERATIONS
+    tag = "meta"
 
     @openapi.operation(
         "Whether this server can reach its database",

@@ -9,6 +9,7 @@ class OpenApiDocument(Resource):
     """The spec, built from the code once per app; tools and the docs page read it."""
 
     policy = policy.API
+    tag = "meta"
 
     @openapi.operation(
         "This API's OpenAPI 3.1 document",
@@ -17,7 +18,15 @@ class OpenApiDocument(Resource):
         responses={
             200: openapi.json_response(
                 "The OpenAPI document itself, not wrapped in the envelope.",
-                {"type": "object", "required": ["openapi", "info", "paths"]},
+                {
+                    "type": "object",
+                    "properties": {
+                        "openapi": {"type": "string", "description": "The OpenAPI version."},
+                        "info": {"type": "object", "description": "Title, version, contact."},
+                        "paths": {"type": "object", "description": "Every operation."},
+                    },
+                    "required": ["openapi", "info", "paths"],
+                },
                 {"shortened": {"value": {"openapi": "3.1.0", "info": {}, "paths": {}}}},
             )
         },

@@ -53,6 +53,8 @@ STATS_SCHEMA = openapi.envelope_schema(
 class Stats(ApiResource):
     """``/api/stats``: hits for everyone, errors for a valid token."""
 
+    tag = "stats"
+
     @openapi.operation(
         "Traffic over time",
         description=f"Hits per UTC hour for the last {traffic.HOURS} hours and per UTC day for "
