@@ -34,7 +34,17 @@ run: $(VENV)/.app-installed
 	@echo
 	PATH="$(CURDIR)/$(BIN):$$PATH" HOST=127.0.0.1 sh -c "exec $$(sed -n 's/^web: *//p' Procfile)"
 
-test: $(VENV)/.dev-installed lint
+# The Node tools the suite runs on the spec, pinned by tools/package-lock.json. Without npm
+# they are left out, and the tests that need them skip, saying so.
+tools/node_modules/.installed: tools/package.json tools/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd tools && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error \
+			&& touch node_modules/.installed; \
+	else \
+		echo "npm not found: the spec linters and the TypeScript check will be skipped"; \
+	fi
+
+test: $(VENV)/.dev-installed tools/node_modules/.installed lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The service under wrk against a bare Flask floor, with an exact count check; see
@@ -52,4 +62,4 @@ format: $(VENV)/.dev-installed
 
 # instance/ is left alone: it holds the local database, with its counts and token hashes.
 clean:
-	rm -rf $(VENV) .pytest_cache test-artifacts
+	rm -rf $(VENV) .pytest_cache test-artifacts tools/node_modules tools/build

@@ -9,10 +9,11 @@ import flask_migrate
 import psycopg
 import pytest
 import sqlalchemy as sa
+from flask.testing import FlaskClient
 
 from api import create_app, storage
 
-from . import servers
+from . import servers, spec_check
 
 # Settings the suite controls itself, so that a developer's shell cannot change results.
 APP_ENV = (
@@ -175,6 +176,22 @@ def read_counter():
             storage.db.engine.dispose()
 
 
+class CheckedClient(FlaskClient):
+    """The test client, with every answer checked against the app's own spec (spec_check)."""
+
+    def open(self, *args, **kwargs):
+        response = super().open(*args, **kwargs)
+        app = self.application
+        checker = app.extensions.get("spec_check")
+        if checker is None:
+            checker = app.extensions["spec_check"] = spec_check.SpecCheck(app.extensions["openapi"])
+        request = response.request
+        checker.check(
+            request.method, request.url, response.status_code, response.headers, response.data
+        )
+        return response
+
+
 @pytest.fixture
 def make_app(database_url):
     """Build apps on this test's database; each is disposed of when the test ends."""
@@ -184,6 +201,7 @@ def make_app(database_url):
         # No access log: the test client's requests would only fill the captured output.
         settings = {"TESTING": True, "SQLALCHEMY_DATABASE_URI": database_url, "ACCESS_LOG": False}
         app = create_app({**settings, **config})
+        app.test_client_class = CheckedClient
         apps.append(app)
         return app
 

@@ -21,6 +21,8 @@ from harness.servers import (  # noqa: F401 - the suite's one place for both
     wait_until,
 )
 
+from . import spec_check
+
 
 class Answer(NamedTuple):
     """What a client got: status None means no answer at all (refused, reset, timed out)."""
@@ -63,16 +65,21 @@ def parse_answer(answer):
 
 
 def fetch(url, headers=None, timeout=30):
-    """GET url; any HTTP status is an answer, only a failed connection is not."""
+    """GET url; any HTTP status is an answer, only a failed connection is not. Every answer is
+    checked against the spec of a server with the default settings (tests/spec_check.py)."""
     request = urllib.request.Request(url, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as r:
-            return Answer(r.status, r.read(), r.headers.get("Retry-After"))
+            answer = Answer(r.status, r.read(), r.headers.get("Retry-After"))
+            received = r.headers
     except urllib.error.HTTPError as e:
         with e:
-            return Answer(e.code, e.read(), e.headers.get("Retry-After"))
+            answer = Answer(e.code, e.read(), e.headers.get("Retry-After"))
+            received = e.headers
     except (urllib.error.URLError, http.client.HTTPException, OSError):
         return Answer(None)
+    spec_check.default().check("GET", url, answer.status, list(received.items()), answer.body)
+    return answer
 
 
 class Load:

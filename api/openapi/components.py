@@ -12,13 +12,15 @@ from .declare import envelope_schema, json_response
 BEARER_SCHEME = "bearerToken"
 QUERY_SCHEME = "queryToken"
 
-# Statuses any request can meet, whatever the operation: a request line or header over the
-# edge's limits, a fault, or the database being away when the request is counted.
-EVERY_OPERATION = (414, 431, 500, 503)
+# Statuses any request can meet, whatever the operation: a chunked or oversized body (any
+# request may carry one), a request line or header over the edge's limits, a fault, or the
+# database being away when the request is counted.
+EVERY_OPERATION = (411, 413, 414, 431, 500, 503)
 
-# Met by every operation that rate limits apply to, and by every operation with a body.
+# Met by every operation that rate limits apply to, and by every operation that reads a body
+# (one that stops arriving).
 RATE_LIMITED = 429
-BODY_STATUSES = (408, 411, 413)
+BODY_STATUSES = (408,)
 
 # Headers that come with an error status, whichever operation answers it.
 ERROR_HEADERS = {
