@@ -37,6 +37,8 @@ class Response:
     schema: str | None
     headers: list = field(default_factory=list)
     examples: list = field(default_factory=list)
+    # For an error: the message each example carries, as people read them.
+    messages: list = field(default_factory=list)
 
 
 @dataclass
@@ -67,11 +69,22 @@ def schema_name(schema):
 
 
 def pretty(value):
-    """JSON as people read it: flat objects on one line, nested ones indented."""
-    nested = isinstance(value, dict) and any(
-        isinstance(inner, dict | list) and inner for inner in value.values()
-    )
-    return json.dumps(value, indent=2 if nested else None, ensure_ascii=False)
+    """JSON as people read it, in few lines: a flat object on one line; an object holding an
+    object (the envelope around a report) with that object's members one to a line."""
+
+    def compact(inner):
+        return json.dumps(inner, ensure_ascii=False)
+
+    if not (isinstance(value, dict) and any(isinstance(v, dict) and v for v in value.values())):
+        return compact(value)
+    parts = []
+    for key, inner in value.items():
+        if isinstance(inner, dict) and inner:
+            members = ",\n".join(f"  {compact(k)}: {compact(v)}" for k, v in inner.items())
+            parts.append(f"{compact(key)}: {{\n{members}\n}}")
+        else:
+            parts.append(f"{compact(key)}: {compact(inner)}")
+    return "{" + ", ".join(parts) + "}"
 
 
 def operations(spec):
@@ -106,6 +119,11 @@ def _response(status, response):
         examples=[
             Example(example.get("summary", name), pretty(example["value"]))
             for name, example in media.get("examples", {}).items()
+        ],
+        messages=[
+            example["value"]["content"]
+            for example in media.get("examples", {}).values()
+            if isinstance(example["value"], dict) and example["value"].get("type") == "Error"
         ],
     )
 

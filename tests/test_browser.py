@@ -164,6 +164,33 @@ def test_every_contents_link_on_docs_scrolls_to_its_section(browser, server, wid
     page.close()
 
 
+# How tall /docs may be: read in one sitting, on a desktop and on a phone.
+DOCS_HEIGHT_LIMITS = {1280: 9000, 390: 14000}
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_docs_read_in_one_sitting(browser, server, width):
+    page, watch = visit(browser, server.url + "/docs", 200, width)
+    height = page.evaluate("document.documentElement.scrollHeight")
+    assert height < DOCS_HEIGHT_LIMITS[width], f"/docs is {height} px tall at {width} px"
+    assert watch.problems == []
+    page.close()
+
+
+def test_the_token_parameter_on_stats_stays_on_one_line(browser, server):
+    page, watch = visit(browser, server.url + "/stats", 200, 390)
+    lines = page.evaluate(
+        """() => [...document.querySelectorAll('.note code')].map(code => {
+            const rects = code.getClientRects();
+            return [code.textContent, new Set([...rects].map(r => Math.round(r.top))).size];
+        })"""
+    )
+    assert ["?token=<token>", 1] in lines, lines
+    assert all(count == 1 for _, count in lines), lines
+    assert watch.problems == []
+    page.close()
+
+
 def test_docs_fit_a_phone_without_sideways_scrolling(browser, server):
     page, watch = visit(browser, server.url + "/docs", 200, 390)
     widths = page.evaluate(

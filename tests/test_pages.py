@@ -64,13 +64,20 @@ def test_docs_have_a_section_and_a_contents_link_for_every_operation(app, client
         assert f">{method.upper()}</span>" in body
         assert f"<code>{path}</code>" in body
         for status, response in operation["responses"].items():
-            # Its own answers in full, the shared ones as a link to their one description.
-            shown = (
-                f'href="#status-{status}">{status}</a>'
-                if "$ref" in response
-                else f">{status}</span>"
-            )
-            assert shown in body, (path, status)
+            # An error with messages of its own shows them beside a link to the status's one
+            # description; a shared one only the link; anything else is shown in full.
+            media = response.get("content", {}).get("application/json", {})
+            messages = [
+                e["value"]["content"]
+                for e in media.get("examples", {}).values()
+                if e["value"].get("type") == "Error"
+            ]
+            if "$ref" in response or messages:
+                assert f'#status-{status}">{status}</a>' in body, (path, status)
+            else:
+                assert f">{status}</span>" in body, (path, status)
+            for message in messages:
+                assert f'<code class="message">{escape(message)}</code>' in body
         for example in example_requests.example_requests(spec, path, method, operation):
             assert escape(example.curl("http://localhost/")) in body
 
@@ -89,7 +96,7 @@ def test_docs_list_every_status_once_with_its_example(app, client):
         examples = shared[name]["content"]["application/json"]["examples"]
         for example in examples.values():
             message = example["value"]["content"]
-            assert escape(f'{{"type": "Error", "content": "{message}"}}') in errors_section
+            assert f'<code class="message">{escape(message)}</code>' in errors_section
 
 
 def test_docs_state_the_counting_rules_from_the_code(app, client):
