@@ -139,7 +139,7 @@ class Config:
     def _rate_limits(self):
         # In Flask-Limiter's notation ("120 per minute; 2000 per hour").
         self.RATELIMIT_ENABLED = env_flag("RATELIMIT_ENABLED", True)
-        self.RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI", "memory://")
+        self.RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI") or "memory://"
         self.RATELIMIT_KEY_PREFIX = os.environ.get("RATELIMIT_KEY_PREFIX", "")
         self.RATELIMIT_STRATEGY = os.environ.get("RATELIMIT_STRATEGY", "fixed-window")
         self.RATELIMIT_PER_CLIENT = os.environ.get("RATELIMIT_PER_CLIENT", "120 per minute")

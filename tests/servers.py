@@ -11,6 +11,7 @@ import urllib.request
 from typing import NamedTuple
 
 from harness.servers import (  # noqa: F401 - the suite's one place for both
+    BIN,
     ROOT,
     Server,
     clean_env,

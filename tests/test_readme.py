@@ -1,6 +1,12 @@
-"""The README's configuration table names every setting the code reads from the environment."""
+"""The README holds to the code: its configuration table names every setting, and its shell
+blocks, run in order against a real server, answer what it says they answer."""
 
+import json
 import re
+import shutil
+import subprocess
+
+import pytest
 
 from . import servers
 
@@ -14,3 +20,56 @@ def test_every_environment_variable_is_in_the_configuration_table():
     listed = set(re.findall(r"`([A-Z][A-Z_]+)`", table))
     assert {"RATELIMIT_PER_CLIENT", "PROXY_FIX_X_FOR", "DATABASE_URL"} <= read
     assert read - listed == set()
+
+
+# Its shell blocks, run in order against a fresh server: a walkthrough that cannot drift.
+
+COMMENTED = re.compile(r"^(?P<command>.*?)\s{2,}#\s(?P<comment>.*)$")
+EXPORT = re.compile(r"^export (?P<name>[A-Z_]+)=\$\((?P<command>.*)\)$")
+
+
+def walkthrough_lines(readme):
+    """Every command of the README's shell blocks that talks to a running service, in order:
+    not the set-up (make), nor the Procfile runners, which other tests run."""
+    for block in re.findall(r"```sh\n(.*?)```", readme, re.S):
+        if re.search(r"\b(make|honcho|gunicorn)\b", block):
+            continue
+        yield from (line for line in block.splitlines() if line.strip())
+
+
+def run_line(line, env):
+    """Run one line; return what it printed, and the answer its comment shows, if any."""
+    shown = None
+    match = COMMENTED.match(line)
+    if match and match["comment"].startswith("{"):
+        line, shown = match["command"], json.loads(match["comment"])
+    elif match:
+        line = match["command"]
+    exported = EXPORT.match(line.strip())
+    command = exported["command"] if exported else line
+    result = subprocess.run(
+        ["bash", "-c", command], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, f"{line}\n{result.stdout}\n{result.stderr}"
+    if exported:
+        env[exported["name"]] = result.stdout.strip().splitlines()[-1]
+    return result.stdout, shown
+
+
+@pytest.mark.server
+def test_the_readme_walks_from_top_to_bottom(start_server, sqlite_url):
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed; the README's examples use it")
+    server = start_server(sqlite_url)
+    env = servers.clean_env(DATABASE_URL=sqlite_url)
+    lines = list(walkthrough_lines((servers.ROOT / "README.md").read_text()))
+    assert len(lines) >= 10
+    checked = 0
+    for line in lines:
+        line = line.replace("http://127.0.0.1:8000", server.url)
+        line = line.replace(".venv/bin/flask", str(servers.BIN / "flask"))
+        printed, shown = run_line(line, env)
+        if shown is not None:
+            assert json.loads(printed) == shown, line
+            checked += 1
+    assert checked >= 8
