@@ -52,7 +52,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class App(Flask):
-    """Flask, asking once per hook rather than once per request whether it is a coroutine.
+    """Flask, asking once per hook rather than once per request whether it is a coroutine, and
+    refusing a Host it could not show.
 
     Flask 3.1 calls ``ensure_sync`` on every before- and after-request hook of every request,
     and ``inspect.iscoroutinefunction`` behind it costs about 1 us a call; the answer for a
@@ -73,6 +74,13 @@ class App(Flask):
         except TypeError:
             # Unhashable callables are rare; they take Flask's own path every time.
             return super().ensure_sync(func)
+
+    def create_url_adapter(self, request):
+        """Flask's, for a Host that is valid IDNA; another is a 400 (api/security.py). Flask
+        keeps the error for the view to raise, after the hit is counted."""
+        if request is not None:
+            security.check_host(request.environ)
+        return super().create_url_adapter(request)
 
 
 def create_app(test_config=None):

@@ -157,3 +157,6 @@ class Config:
         self.PROXY_FIX_X_HOST = env_number("PROXY_FIX_X_HOST", 0)
         self.PROXY_FIX_X_PORT = env_number("PROXY_FIX_X_PORT", 0)
         self.PROXY_FIX_X_PREFIX = env_number("PROXY_FIX_X_PREFIX", 0)
+        # Flask's own setting: the host names requests may carry (".example.com" takes every
+        # subdomain); a request for another gets 400. None answers any Host.
+        self.TRUSTED_HOSTS = env_list("TRUSTED_HOSTS", None)

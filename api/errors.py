@@ -33,8 +33,8 @@ class Status:
 STATUSES = {
     400: Status(
         "Bad request",
-        "The request is malformed: no data named, a body that cannot be read, or a token "
-        "sent the wrong way.",
+        "The request is malformed: no data named, a body that cannot be read, a token "
+        "sent the wrong way, or a bad Host header.",
     ),
     401: Status("Not authenticated", "The data is private and the request has no valid token."),
     404: Status("Not found", "No such data kind, or no such path."),

@@ -11,6 +11,7 @@ its first path segment, so that a mistyped API path gets JSON and a mistyped pag
 from dataclasses import dataclass
 
 from flask import current_app, request
+from flask.globals import request_ctx
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ PAGE_WITH_TOKEN = Policy(data=False, reads_token=True)
 OPERATIONS = Policy(counted=False, limited=False)
 STATIC = Policy(counted=False, limited=False, data=False)
 UNROUTED_PAGE = PAGE
+# A request whose Host could not be bound (see current()).
+UNBOUND_HOST = Policy()
 
 
 def policy_of(app, endpoint, view):
@@ -96,8 +99,16 @@ class Policies:
 
 
 def current():
-    """The policy of the route this request matched, or of its section when it matched none."""
-    return current_app.extensions["policies"].for_request(request.endpoint, request.path)
+    """The policy of the route this request matched, or of its section when it matched none.
+
+    A request whose Host the URL map could not be bound to (api/security.py) matched nothing
+    and cannot have a page built for it, since building any URL needs the bound map: it
+    answers as data.
+    """
+    endpoint = request.endpoint
+    if endpoint is None and request_ctx.url_adapter is None:
+        return UNBOUND_HOST
+    return current_app.extensions["policies"].for_request(endpoint, request.path)
 
 
 def init_app(app):

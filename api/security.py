@@ -1,14 +1,31 @@
-"""Hardening every response shares: the proxy we trust, body size, security headers and CORS.
+"""Hardening every response shares: the proxy we trust, the Host, body size, security headers
+and CORS.
 
 Header values are built once here, so each response pays for one list extend and two checks.
+
+**The Host header** is the client's to write (or, with ``PROXY_FIX_X_HOST``, the proxy's
+``X-Forwarded-Host``). Flask binds the URL map to it before any hook runs. Werkzeug encodes
+it as IDNA there, and decodes it wherever a URL shows it, so a name that only one way accepts
+(``xn--zz``) would fail later, as a 500; :func:`check_host` refuses any Host that is not
+valid IDNA both ways (``a..b``, a label over 63 characters, ``xn--zz``) with ``BadHost``
+before binding, and Flask one outside ``TRUSTED_HOSTS`` with ``SecurityError``. Both are a
+``400`` that the view raises after the hit is counted, answered with one fixed message, so
+the Host is never echoed, and as data (``policy.current``), since no page can be built on an
+unbound map.
 """
+
+import functools
 
 from flask import abort, request
 from flask_cors.core import get_cors_headers, get_cors_options, set_cors_headers
 from werkzeug.datastructures import Headers
+from werkzeug.exceptions import BadHost, SecurityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import auth, policy, rate_limits
+from . import auth, errors, policy, rate_limits
+
+# What a request with a Host this service does not answer for is told; never the Host itself.
+HOST_REFUSED = "Bad Host header"
 
 # On every response, whatever its type.
 ALWAYS = (
@@ -74,13 +91,38 @@ def check_body():
         abort(413, description=body_too_large(limit))
 
 
+@functools.lru_cache(maxsize=256)
+def valid_idna(host):
+    """Whether a Host (its port aside, as Werkzeug splits it) encodes and decodes as IDNA.
+    Cached: a service sees a handful of Hosts, and the codec costs about 3 us a call."""
+    try:
+        host.partition(":")[0].encode("idna").decode("idna")
+    except UnicodeError:
+        return False
+    return True
+
+
+def check_host(environ):
+    """Refuse a Host that is not valid IDNA, before Flask binds the URL map to it."""
+    host = environ.get("HTTP_HOST")
+    if host and not valid_idna(host):
+        raise BadHost()
+
+
+def refuse_host(_error):
+    """A 400 for a Host that cannot be bound or is not trusted, with a message of our own:
+    Werkzeug's for an untrusted Host quotes it."""
+    return errors.error_response(400, HOST_REFUSED)
+
+
 def body_too_large(limit):
     """The 413 message, naming the limit so that a client knows how much to cut."""
     return f"Request body too large; the limit is {limit} bytes"
 
 
 def init_app(app):
-    """Trust the configured proxies, cap bodies, add the headers and allow CORS on the API."""
+    """Trust the configured proxies, refuse bad Hosts, cap bodies, add the headers and allow
+    CORS on the API."""
     config = app.config
     hops = {
         name: config[f"PROXY_FIX_X_{name.upper()}"]
@@ -88,6 +130,9 @@ def init_app(app):
     }
     if any(hops.values()):
         app.wsgi_app = ProxyFix(app.wsgi_app, **{f"x_{name}": n for name, n in hops.items()})
+
+    app.register_error_handler(BadHost, refuse_host)
+    app.register_error_handler(SecurityError, refuse_host)
 
     app.before_request(check_body)
     app.after_request(add_security_headers)

@@ -18,7 +18,13 @@ BIN = Path(sys.executable).parent
 # The app's own settings, which a server started here gets only when they are given to it:
 # a developer's shell must not change what a test or the bench measures.
 APP_SETTINGS = ("DATABASE_", "WEB_", "RATELIMIT_", "PROXY_FIX_")
-SERVER_SETTINGS = ("HOST", "ACCESS_LOG", "REQUEST_BODY_TIMEOUT", "GRACEFUL_TIMEOUT")
+SERVER_SETTINGS = (
+    "HOST",
+    "ACCESS_LOG",
+    "REQUEST_BODY_TIMEOUT",
+    "GRACEFUL_TIMEOUT",
+    "TRUSTED_HOSTS",
+)
 
 
 def procfile_command(process="web"):

@@ -9,7 +9,7 @@ import schemathesis
 from flask_restful import Resource
 from hypothesis import HealthCheck, settings
 
-from api import auth, catalogue, create_app, errors, example_requests, openapi, reference
+from api import auth, catalogue, create_app, errors, example_requests, openapi, reference, security
 from api.resources import data
 
 # Routes for people or files, which the API spec leaves out on purpose.
@@ -232,6 +232,8 @@ def trigger(spec, operation_id, status, message, token):
         }
     if message == auth.MALFORMED_HEADER:
         return {**public, "headers": {"Authorization": f"Basic {token}"}}
+    if message == security.HOST_REFUSED:
+        return {**public, "headers": {"Host": "a..b"}}
     if status == 401:
         private = next(r for r in requests if r.with_token)
         # Without a token; a sent but wrong one where the data has a public part.

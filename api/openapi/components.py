@@ -12,10 +12,10 @@ from .declare import envelope_schema, json_response
 BEARER_SCHEME = "bearerToken"
 QUERY_SCHEME = "queryToken"
 
-# Statuses any request can meet, whatever the operation: a chunked or oversized body (any
-# request may carry one), a request line or header over the edge's limits, a fault, or the
-# database being away when the request is counted.
-EVERY_OPERATION = (411, 413, 414, 431, 500, 503)
+# Statuses any request can meet, whatever the operation: a Host the service refuses, a
+# chunked or oversized body (any request may carry one), a request line or header over the
+# edge's limits, a fault, or the database being away when the request is counted.
+EVERY_OPERATION = (400, 411, 413, 414, 431, 500, 503)
 
 # Met by every operation that rate limits apply to, and by every operation that reads a body
 # (one that stops arriving).
@@ -89,6 +89,7 @@ def _content_schema(value):
 def shared_error_messages(config):
     """The messages the app's own limits answer with, for the shared error responses."""
     return {
+        400: [security.HOST_REFUSED],
         408: [request_bodies.stalled_message(config["REQUEST_BODY_TIMEOUT"])],
         411: [security.CHUNKED_REFUSED],
         413: [security.body_too_large(config["MAX_CONTENT_LENGTH"])],

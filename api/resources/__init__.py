@@ -5,7 +5,6 @@ import json
 from flask import current_app
 from flask_restful import Api
 
-from .. import errors
 from .data import DataQuery, Teapot, TypedData
 from .health import Health
 from .spec import OpenApiDocument
@@ -38,9 +37,16 @@ def output_json(data, code, headers=None):
 class RestfulApi(Api):
     """Flask-RESTful's Api with its error handling replaced by the app's one error function."""
 
-    def handle_error(self, e):
-        """Flask-RESTful catches every error raised in a Resource; send it to the one shape."""
-        return errors.handle_exception(e)
+    def error_router(self, original_handler, e):
+        """Send every error to Flask's own handling, which ends in the app's one error function.
+
+        Flask-RESTful (checked against 0.3.10) wraps Flask's exception handlers with a router
+        that binds the URL map to the request again to choose between its handler and Flask's.
+        Here both lead to ``errors.handle_exception``, so the router only costs a second match;
+        and for a Host the map cannot bind (not valid IDNA, or outside TRUSTED_HOSTS) binding
+        raises again, inside the error handler, and the request would escape Flask.
+        """
+        return original_handler(e)
 
     def make_response(self, data, *args, **kwargs):
         """Skip content negotiation while JSON is the only representation and the default.
