@@ -24,7 +24,8 @@ A request meets the parts in this order, from the socket to the access log line:
    each part's come in the reverse of its place above): CORS and the security headers
    (``api/security.py``), the RateLimit headers, and last ``count_error``, which sees the
    final status.
-8. **The edge** again: the access log line (``api/access_log.py``).
+8. **The edge** again: the access log line (``api/access_log.py``); and should an exception
+   escape all of the above, a 500 in the envelope, counted, with one line in the app log.
 """
 
 import os

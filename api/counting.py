@@ -11,6 +11,11 @@ from . import policy, storage
 
 UNCOUNTED_METHODS = frozenset({"HEAD", "OPTIONS"})
 
+# What the hooks have counted for a request, kept in its WSGI environ, which outlives the
+# request context: the edge's last resort (api/edge.py) reads it to count what they could not.
+COUNTED = "api.counted"
+HIT, ERROR = "hit", "error"
+
 
 def counts_as_hit():
     """Every request is a hit except HEAD, OPTIONS and the routes whose policy says not
@@ -22,13 +27,26 @@ def count_hit():
     """Count the hit before the view runs, so that a hit count it reports includes itself."""
     if counts_as_hit():
         g.hit_count = storage.increment_counter("hits")
+        request.environ[COUNTED] = HIT
 
 
 def count_error(response):
     """Count every counted request that ended with a 4xx or 5xx, whatever produced it."""
     if "hit_count" in g and response.status_code >= 400:
         storage.increment_counter("errors")
+        request.environ[COUNTED] = ERROR
     return response
+
+
+def count_unanswered():
+    """Count a request whose answer escaped the app, which the edge answers with a 500: its
+    hit when ``count_hit`` never saw it, and its error unless ``count_error`` counted one."""
+    counted = request.environ.get(COUNTED)
+    if counted == ERROR or (counted is None and not counts_as_hit()):
+        return
+    if counted is None:
+        storage.increment_counter("hits")
+    storage.increment_counter("errors")
 
 
 def current_hits():

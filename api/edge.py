@@ -14,16 +14,18 @@ It is plain WSGI, so it holds the same under granian, gunicorn or any other serv
    address it logs is the one ProxyFix trusted.
 
 Should anything escape the app (which turns every error into an answer of its own), the client
-still gets a ``500`` in the envelope and the log one line, rather than a server's bare 500 and
-a traceback.
+still gets a ``500`` in the envelope, the request is counted like any other (its hit, when the
+app failed before counting it, and its error: ``counting.count_unanswered``), and the app log
+gets one line naming the exception and where it was raised, rather than a server's bare 500
+and a traceback for every such request.
 """
 
 import json
-import logging
+import traceback
 
 from werkzeug.http import HTTP_STATUS_CODES
 
-from . import errors, request_bodies, security
+from . import counting, errors, request_bodies, security
 from .access_log import AccessLog, request_target
 from .config import require
 
@@ -35,8 +37,6 @@ MAX_HEADER_LINE = 8190
 
 # Answers up to this size are joined into one piece; bigger or unknown ones stream as they come.
 COLLECT_UP_TO = 1024 * 1024
-
-logger = logging.getLogger(__name__)
 
 
 def refusal(status):
@@ -84,11 +84,22 @@ def head_refusal(environ):
     return None
 
 
+def raised_at(error):
+    """``file:line`` of the innermost frame an exception passed through, for a one-line log."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return "?"
+    frame = frames[-1]
+    return f"{frame.filename}:{frame.lineno}"
+
+
 class Edge:
     """Wraps Flask's ``wsgi_app``; see the module docstring for what it does, in order."""
 
-    def __init__(self, app, deadline, access_log=None):
-        self.app = app
+    def __init__(self, flask_app, deadline, access_log=None):
+        #: The WSGI callable inside: ProxyFix, when configured, then Flask.
+        self.app = flask_app.wsgi_app
+        self.flask_app = flask_app
         self.deadline = deadline
         self.access_log = access_log
         self.refusals = {status: refusal(status) for status in (414, 431)}
@@ -117,11 +128,18 @@ class Edge:
 
         try:
             iterable = self.app(environ, start)
-        except Exception:
-            logger.exception("unhandled error outside the app's error handlers")
-            if answer[2]:
-                # The app had started its answer: too late for another one.
+        except Exception as error:
+            # The app had started its answer: too late for another one.
+            too_late = answer[2]
+            self.flask_app.logger.error(
+                "%s escaped the app's error handlers at %s; %s",
+                type(error).__name__,
+                raised_at(error),
+                "its answer had begun" if too_late else "answered 500",
+            )
+            if too_late:
                 raise
+            self.count_unanswered(environ)
             status, headers, body = refusal(500)
             start_response(status, headers)
             self.log(environ, 500, len(body))
@@ -138,6 +156,17 @@ class Edge:
             self.log(environ, answer[0], len(body))
             return [body]
         return LoggedIterable(iterable, self, environ, answer)
+
+    def count_unanswered(self, environ):
+        """Count the request the app failed to answer, in a request context of its own: the
+        app's was torn down with the exception. Counting must not turn one failure into two."""
+        try:
+            with self.flask_app.request_context(environ):
+                counting.count_unanswered()
+        except Exception as error:
+            self.flask_app.logger.error(
+                "the request above could not be counted: %s", type(error).__name__
+            )
 
     def log(self, environ, status, size):
         if self.access_log is not None:
@@ -177,4 +206,4 @@ def init_app(app):
         config["REQUEST_BODY_TIMEOUT"], slots=max(1, config["WEB_THREADS"] // 2)
     )
     access_log = AccessLog(config["TOKEN_PREFIX"]) if config["ACCESS_LOG"] else None
-    app.wsgi_app = Edge(app.wsgi_app, deadline, access_log)
+    app.wsgi_app = Edge(app, deadline, access_log)

@@ -4,7 +4,10 @@ The same layer runs under the real server; tests/test_web_process.py sends the r
 """
 
 import io
+import logging
+import sqlite3
 import time
+from contextlib import closing
 
 import pytest
 
@@ -129,18 +132,64 @@ def test_bodies_waiting_beyond_the_slots_are_turned_away_at_once():
     deadline.end(third)
 
 
-def test_an_exception_that_escapes_flask_is_still_an_envelope(make_app, caplog):
+def escape_from_the_app(app, where):
+    """Make an exception escape the app: before Flask, or from a hook after count_hit ran."""
+    if where == "before flask":
+
+        def broken(environ, start_response):
+            raise RuntimeError("escaped")
+
+        app.wsgi_app.app = broken
+    else:
+
+        @app.after_request
+        def broken_hook(response):
+            raise RuntimeError("escaped")
+
+        # Flask's handling of that error re-raises it, as it does under any test config.
+        app.config["PROPAGATE_EXCEPTIONS"] = True
+
+
+@pytest.mark.parametrize("where", ["before flask", "after count_hit"])
+def test_an_exception_that_escapes_flask_is_a_counted_envelope_and_one_log_line(
+    make_app, hits, caplog, where
+):
     app = make_app()
-
-    def broken(environ, start_response):
-        raise RuntimeError("escaped")
-
-    app.wsgi_app.app = broken
-    response = app.test_client().get("/api?data=1")
+    escape_from_the_app(app, where)
+    before = hits(), hits("errors")
+    with caplog.at_level(logging.DEBUG):
+        response = app.test_client().get("/api?data=1")
     assert response.status_code == 500
     assert response.get_json() == {"type": "Error", "content": "Internal server error"}
     assert response.headers["X-Content-Type-Options"] == "nosniff"
-    assert "unhandled error outside the app's error handlers" in caplog.text
+    # Counted once, like any request answered with an error: the hit, and the error.
+    assert (hits(), hits("errors")) == (before[0] + 1, before[1] + 1)
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.exc_info is None
+    message = record.getMessage()
+    assert "\n" not in message
+    assert message.startswith("RuntimeError escaped the app's error handlers at ")
+    assert message.endswith("; answered 500")
+
+
+@pytest.mark.parametrize("method", ["head", "options"])
+def test_an_uncounted_request_that_escapes_stays_uncounted(make_app, hits, method):
+    app = make_app()
+    escape_from_the_app(app, "before flask")
+    before = hits(), hits("errors")
+    assert getattr(app.test_client(), method)("/api?data=1").status_code == 500
+    assert (hits(), hits("errors")) == before
+
+
+def test_a_failure_to_count_still_answers(make_app, database_path, caplog):
+    app = make_app()
+    escape_from_the_app(app, "before flask")
+    with closing(sqlite3.connect(database_path)) as db:
+        db.execute("DROP TABLE counters")
+    response = app.test_client().get("/api?data=1")
+    assert response.status_code == 500
+    assert response.get_json()["type"] == "Error"
+    assert "the request above could not be counted: OperationalError" in caplog.text
 
 
 def test_the_edge_is_outermost(app):
