@@ -120,6 +120,9 @@ class Config:
         # Browser origins allowed to call /api/*; "*" lets any page read public data. Tokens
         # travel in a header, never a cookie, so credentials are never allowed.
         self.CORS_ORIGINS = env_list("CORS_ORIGINS", ["*"])
+        # The address clients reach the service at, for the examples on its pages; never read
+        # from a request, whose Host the client writes. Empty: the examples say $BASE.
+        self.PUBLIC_URL = os.environ.get("PUBLIC_URL", "").strip().rstrip("/")
 
     def _web_process(self):
         # The web process (api/server.py). Platforms hand each dyno its port in PORT and size

@@ -14,6 +14,8 @@ from .openapi import reads_token, resolve
 
 # The documented way to hold a token in a shell; the quick start sets it.
 SHELL_VARIABLE = "$TOKEN"
+# Where requests go when the server has no PUBLIC_URL: the reader's shell knows, it does not.
+SHELL_BASE = "$BASE"
 
 
 @dataclass
@@ -37,7 +39,12 @@ class ExampleRequest:
         return None
 
     def curl(self, base_url):
-        """A curl command line for this request, quoted for a POSIX shell."""
+        """A curl command line for this request, quoted for a POSIX shell.
+
+        The URL is in double quotes, so that a base of ``$BASE`` expands; the path is
+        percent-encoded and PUBLIC_URL checked at start-up, so nothing else in it means
+        anything to a shell.
+        """
         parts = ["curl"]
         if self.include_status:
             parts.append("-i")
@@ -50,7 +57,7 @@ class ExampleRequest:
             parts += ["-H", shlex.quote("Content-Type: application/json")]
         if self.media_type:
             parts += ["-d", shlex.quote(self.encoded_body())]
-        parts.append(shlex.quote(base_url.rstrip("/") + self.path))
+        parts.append(f'"{base_url.rstrip("/")}{self.path}"')
         return " ".join(parts)
 
 

@@ -1,19 +1,38 @@
-"""The pages people read in a browser: the index, the docs and the traffic stats."""
+"""The pages people read in a browser: the index, the docs and the traffic stats.
+
+No page is built from the request's Host: the client writes it, and a shared cache could
+hand a page built from a forged one to everyone after. The examples send their requests to
+``PUBLIC_URL``, or to ``$BASE`` when it is unset. Every page is ``Cache-Control: no-cache``
+(``api/security.py``): the index shows the live hit count, so a cache must ask again.
+"""
 
 import json
+import re
 
 from flask import Blueprint, current_app, render_template
 
 from . import catalogue, charts, counting, openapi, reference, traffic
 from .auth import optional_token
+from .config import require
+from .example_requests import SHELL_BASE
 
 bp = Blueprint("pages", __name__)
+
+# An http(s) URL with nothing a shell or an HTML attribute would read specially, since the
+# examples paste it into both.
+PUBLIC_URL_SHAPE = re.compile(r"https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~%/-]*)?")
+
+
+def examples_base():
+    """Where the examples on a page send their requests: PUBLIC_URL, or the shell's $BASE."""
+    public_url = current_app.config["PUBLIC_URL"]
+    return {"base": public_url or SHELL_BASE, "public_url": public_url}
 
 
 @bp.get("/")
 def index():
     """The landing page: what this is, the live hit count, and where to read more."""
-    return render_template("index.html", hits=counting.current_hits())
+    return render_template("index.html", hits=counting.current_hits(), **examples_base())
 
 
 @bp.get("/docs")
@@ -35,6 +54,7 @@ def docs():
         uncounted_paths=current_app.extensions["policies"].paths(current_app, counted=False),
         uncounted_methods=sorted(counting.UNCOUNTED_METHODS),
         static_path=current_app.static_url_path,
+        **examples_base(),
     )
 
 
@@ -62,6 +82,12 @@ def json_text(value):
 
 
 def init_app(app):
-    """Mount the pages beside the API."""
+    """Mount the pages beside the API, once PUBLIC_URL is known to fit in their examples."""
+    require(
+        app.config,
+        "PUBLIC_URL",
+        lambda url: not url or PUBLIC_URL_SHAPE.fullmatch(url),
+        "empty, or an http(s) URL such as https://api.example.com",
+    )
     app.register_blueprint(bp)
     app.add_template_filter(json_text)

@@ -11,7 +11,7 @@ valid IDNA both ways (``a..b``, a label over 63 characters, ``xn--zz``) with ``B
 before binding, and Flask one outside ``TRUSTED_HOSTS`` with ``SecurityError``. Both are a
 ``400`` that the view raises after the hit is counted, answered with one fixed message, so
 the Host is never echoed, and as data (``policy.current``), since no page can be built on an
-unbound map.
+unbound map. No page shows the Host either: examples use ``PUBLIC_URL`` (``api/pages.py``).
 """
 
 import functools
@@ -47,13 +47,22 @@ DATA_CSP = "default-src 'none'; frame-ancestors 'none'"
 # One year; browsers then refuse plain http for this host.
 HSTS = "max-age=31536000; includeSubDomains"
 
+# Pages show live counts (api/pages.py): a cache may keep one, but must ask again before it
+# serves it, so no one is handed a stale or someone else's page.
+PAGE_CACHING = "no-cache"
+
 # The complete lists, built once, so that a response pays for one extend().
-PAGE_HEADERS = (*ALWAYS, ("Content-Security-Policy", PAGE_CSP))
+PAGE_HEADERS = (
+    *ALWAYS,
+    ("Content-Security-Policy", PAGE_CSP),
+    ("Cache-Control", PAGE_CACHING),
+)
 DATA_HEADERS = (*ALWAYS, ("Content-Security-Policy", DATA_CSP))
 
 
 def add_security_headers(response):
-    """Headers for every response, the page CSP for pages, no-store when a token came."""
+    """Headers for every response, the page CSP and no-cache for pages, no-store when a token
+    came."""
     headers = response.headers
     # Nothing that answers with data is a page, not even the empty text/html answer to a CORS
     # preflight.
@@ -62,7 +71,8 @@ def add_security_headers(response):
     if request.is_secure:
         headers["Strict-Transport-Security"] = HSTS
     if auth.credentials_presented():
-        # Neither the browser nor any cache in between may keep what a token unlocked.
+        # Neither the browser nor any cache in between may keep what a token unlocked; this
+        # replaces a page's no-cache.
         headers["Cache-Control"] = "no-store"
     return response
 

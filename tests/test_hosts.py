@@ -1,5 +1,5 @@
 """The Host header: one the service cannot use is a counted 400 in the envelope, never a 500,
-and TRUSTED_HOSTS narrows the ones it answers for."""
+TRUSTED_HOSTS narrows the ones it answers for, and no page is built from it."""
 
 import json
 
@@ -97,3 +97,19 @@ def test_trusted_hosts_come_from_the_environment(monkeypatch, database_url, valu
         monkeypatch.setenv("TRUSTED_HOSTS", value)
     app = create_app({"SQLALCHEMY_DATABASE_URI": database_url})
     assert app.config["TRUSTED_HOSTS"] == trusted
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("header", ["Host", "X-Forwarded-Host"])
+def test_no_page_is_built_from_the_host_a_client_sent(start_server, sqlite_url, header):
+    # With X-Forwarded-Host trusted, the proxy's header becomes the Host the app reads.
+    server = start_server(sqlite_url, PROXY_FIX_X_HOST=1)
+    for target in ("/", "/docs", "/stats", "/nowhere"):
+        raw = f"GET {target} HTTP/1.1\r\nHost: x\r\n{header}: poisoned.example\r\n\r\n"
+        if header == "Host":
+            raw = raw.replace("Host: x\r\n", "")
+        status, headers, body = servers.parse_answer(servers.exchange(server.port, raw.encode()))
+        assert status == (404 if target == "/nowhere" else 200)
+        assert b"poisoned" not in body, target
+        # A shared cache must ask again before it hands the page to anyone.
+        assert headers["cache-control"] == "no-cache"

@@ -1,11 +1,42 @@
 """The pages people read: index, docs and the HTML error page."""
 
+import html
 import re
 
 import pytest
 from markupsafe import escape
 
 from api import catalogue, counting, errors, example_requests, reference
+from api.config import InvalidSetting
+
+
+@pytest.mark.parametrize("path", ["/", "/docs", "/stats", "/nowhere", "/docs/"])
+def test_pages_are_revalidated_by_caches(client, path):
+    # The index shows the live count; every page is asked for again rather than served stale.
+    assert client.get(path).headers["Cache-Control"] == "no-cache"
+
+
+def test_examples_use_public_url_when_it_is_set(make_app):
+    client = make_app(PUBLIC_URL="https://api.example.com").test_client()
+    for path in ("/", "/docs"):
+        text = html.unescape(client.get(path, headers={"Host": "other.example"}).text)
+        assert 'curl "https://api.example.com/api?data=1"' in text
+        assert "$BASE" not in text and "other.example" not in text
+
+
+def test_without_public_url_examples_read_the_address_from_the_shell(client):
+    docs = html.unescape(client.get("/docs").text)
+    assert "<code>BASE</code> being this server's address" in section(docs, "quick-start")
+    assert 'BASE = os.environ["BASE"]' in docs
+    assert 'curl "$BASE/api?data=1"' in html.unescape(client.get("/").text)
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://api.example.com", "https://api.example.com/$(id)", 'https://a.example/"', "api"]
+)
+def test_a_public_url_the_examples_cannot_hold_refuses_to_start(make_app, url):
+    with pytest.raises(InvalidSetting, match="PUBLIC_URL"):
+        make_app(PUBLIC_URL=url)
 
 
 def test_index_explains_the_api_and_shows_the_count(client, hits):
@@ -79,7 +110,7 @@ def test_docs_have_a_section_and_a_contents_link_for_every_operation(app, client
             for message in messages:
                 assert f'<code class="message">{escape(message)}</code>' in body
         for example in example_requests.example_requests(spec, path, method, operation):
-            assert escape(example.curl("http://localhost/")) in body
+            assert escape(example.curl(example_requests.SHELL_BASE)) in body
 
 
 def test_docs_list_every_status_once_with_its_example(app, client):
