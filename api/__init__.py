@@ -106,8 +106,9 @@ def create_app(test_config=None):
         path = os.path.join(app.instance_path, "api.sqlite3")
         app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + path
     app.logger.setLevel(app.config["LOG_LEVEL"])
-    # Whatever the app logs, a token that found its way into a message is masked.
-    app.logger.addFilter(access_log.SecretMaskingFilter(app.config["TOKEN_PREFIX"]))
+    # Whatever the app logs, a token that found its way into a message is masked, and text a
+    # request carried into it is escaped: one message, one line.
+    app.logger.addFilter(access_log.SafeMessageFilter(app.config["TOKEN_PREFIX"]))
 
     # Errors first, so that every later part's failures come out in one shape.
     errors.init_app(app)

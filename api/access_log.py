@@ -11,10 +11,10 @@ Whatever the server, the line is the same, because the app writes it (``api/edge
 - **No secret.** A ``token`` parameter's value in the request target or the Referer, and
   anything shaped like one of this server's tokens anywhere in the line, read ``***``. The
   ``Authorization`` header is never logged.
-- **One request, one line.** Text the client controls (target, Referer, User-Agent) is escaped
-  as nginx's ``escape=default`` does: ``"`` and ``\\`` get a backslash, control characters and
-  anything outside printable ASCII become ``\\xHH``. So no client can end a field early, forge
-  a status, or start a new line.
+- **One request, one line.** Text the client controls (target, Referer, User-Agent, and the
+  address a trusted proxy passed on) is escaped as nginx's ``escape=default`` does: ``"`` and
+  ``\\`` get a backslash, control characters and anything outside printable ASCII become
+  ``\\xHH``. So no client can end a field early, forge a status, or start a new line.
 - **Whole lines.** Each line goes to standard output in a single ``write()``, and long fields
   are cut so that a line stays under ``PIPE_BUF`` (4 KiB): the kernel then never interleaves
   the lines of two worker processes sharing one pipe.
@@ -42,6 +42,9 @@ _CREDENTIALS = re.compile(r"(?i)\b(?P<scheme>bearer|basic)(?P<space>\s+)[^\s'\",
 # What needs escaping in a logged field: anything but printable ASCII, the quote that closes
 # the field, and the backslash that escapes.
 _UNSAFE = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
+
+# An IPv4 or IPv6 address, as a server or a proxy writes it: logged as it is.
+_PLAIN_ADDRESS = re.compile(r"[0-9A-Fa-f.:]{1,45}")
 
 # Longest logged request target, Referer and User-Agent, in characters after escaping. With
 # the fixed parts of a line that keeps every line under PIPE_BUF (4096 bytes).
@@ -116,6 +119,15 @@ def _cut(text, limit):
     return text + CUT
 
 
+def client_address(environ):
+    """The address field: what ProxyFix trusted, which behind a proxy is whatever the client
+    wrote in X-Forwarded-For but a comma; escaped, spaces too, since the field is unquoted."""
+    address = environ.get("REMOTE_ADDR") or "-"
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return address
+    return escape(address).replace(" ", "\\x20")
+
+
 def request_target(environ):
     """The target of the request line as the client sent it where the server kept it (gunicorn's
     RAW_URI), or else rebuilt from the decoded path and the raw query string."""
@@ -164,7 +176,7 @@ class AccessLog:
             referer = mask_tokens(referer)
         agent = environ.get("HTTP_USER_AGENT", "-")
         line = (
-            f"{environ.get('REMOTE_ADDR') or '-'} - - {self.timestamp()} "
+            f"{client_address(environ)} - - {self.timestamp()} "
             f'"{escape(environ.get("REQUEST_METHOD", "-"))} '
             f"{_cut(escape(target), TARGET_CHARS)} "
             f'{escape(environ.get("SERVER_PROTOCOL", "-"))}" {status} {size} '
@@ -186,8 +198,14 @@ def _write_stdout(data):
     os.write(1, data)
 
 
-class SecretMaskingFilter(logging.Filter):
-    """Rewrites each record's message with every secret in it masked, for the app's own log."""
+class SafeMessageFilter(logging.Filter):
+    """Rewrites each record's message for the app's own log: every secret masked, and the rest
+    escaped as the access log's fields are, so that text a request carried into a message (a
+    rejected token, a path) can neither start a forged line nor move a terminal's cursor.
+
+    Our own messages are printable ASCII, so escaping touches only what came from a request.
+    A traceback the record carries is formatted after this, and stays as Python wrote it.
+    """
 
     def __init__(self, prefix):
         super().__init__()
@@ -195,7 +213,13 @@ class SecretMaskingFilter(logging.Filter):
 
     def filter(self, record):
         message = record.getMessage()
-        masked = mask_secrets(message, self.tokens_like)
-        if masked != message:
-            record.msg, record.args = masked, ()
+        safe = mask_secrets(message, self.tokens_like)
+        # Every app in a process logs through the one "api" logger and adds its filter to it,
+        # so a record may pass several: masking twice changes nothing, escaping twice would
+        # double every backslash.
+        if not getattr(record, "escaped", False):
+            safe = escape(safe)
+            record.escaped = True
+        if safe != message:
+            record.msg, record.args = safe, ()
         return True

@@ -22,6 +22,6 @@ def hash_token(token):
 
 
 def loggable(token, prefix):
-    """The part of a presented token that is safe to log."""
+    """The part of a presented token that is safe to log; the app log escapes what it holds."""
     keep = len(prefix) + LOGGED_CHARS if token.startswith(prefix) else LOGGED_CHARS
-    return token[:keep] + "…"
+    return token[:keep] + "..."

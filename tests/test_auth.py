@@ -103,7 +103,7 @@ def test_rejected_token_is_logged_without_its_secret(client, caplog):
     with caplog.at_level(logging.WARNING, logger="api"):
         client.get("/api/errors", headers={"Authorization": f"Bearer {secret}"})
     # The prefix and four characters, enough to tell tokens apart, and not one more.
-    assert "rejected token rapi_This… from 127.0.0.1" in caplog.text
+    assert "rejected token rapi_This... from 127.0.0.1" in caplog.text
     assert "rapi_ThisI" not in caplog.text
 
 

@@ -34,16 +34,23 @@ SHAPED = PREFIX + "Zx9" * 14 + "Q"
         ),
         ("basic dXNlcjpwYXNz", "basic ***"),
         (f"GET /api/{SHAPED} HTTP/1.1", "GET /api/*** HTTP/1.1"),
-        ("rejected token rapi_ab12… from 10.0.0.1", "rejected token rapi_ab12… from 10.0.0.1"),
+        ("rejected token rapi_ab12... from 10.0.0.1", "rejected token rapi_ab12... from 10.0.0.1"),
     ],
 )
 def test_mask_secrets(line, masked):
     assert access_log.mask_secrets(line, access_log.token_pattern(PREFIX)) == masked
 
 
+def test_a_record_is_escaped_once_however_many_apps_share_the_logger(make_app, caplog):
+    apps = [make_app() for _ in range(3)]
+    with caplog.at_level(logging.WARNING, logger="api"):
+        apps[0].logger.warning("from %s", "a\\b\nc")
+    assert caplog.records[-1].getMessage() == "from a\\\\b\\x0Ac"
+
+
 def test_app_log_filter_masks_formatted_messages(caplog):
     logger = logging.getLogger("test.app.log")
-    logger.addFilter(access_log.SecretMaskingFilter(PREFIX))
+    logger.addFilter(access_log.SafeMessageFilter(PREFIX))
     with caplog.at_level(logging.WARNING, logger="test.app.log"):
         logger.warning("Invalid request: %r", f"GET /api?token={SHAPED}")
     assert SHAPED not in caplog.text
@@ -115,6 +122,8 @@ def test_access_lines_mask_every_secret():
         ("HTTP_USER_AGENT", "caf\xe9", '"caf\\xE9"'),
         ("REQUEST_METHOD", 'G"T', '"G\\"T /api'),
         ("QUERY_STRING", 'a="b', '/api?a=\\"b HTTP'),
+        # Behind a trusted proxy the address is what the client wrote, but a comma.
+        ("REMOTE_ADDR", "203.0.113.9 200\tx", "203.0.113.9\\x20200\\x09x - - "),
     ],
 )
 def test_request_controlled_text_is_escaped(field, value, logged):
@@ -259,3 +268,39 @@ def test_a_token_never_reaches_any_server_output(start_server, tmp_path):
     assert secret not in output
     assert secret[len(PREFIX) : len(PREFIX) + 12] not in output
     assert basic not in output
+
+
+# The app log: request text in a message is escaped as the access log's fields are.
+
+# (request target and extra header lines as sent, what its "rejected token" message reads)
+FORGERIES = [
+    # A terminal escape that would clear the screen of whoever reads the log.
+    (b"/api/errors?token=%1B%5B2J", b"", "token \\x1B[2J... from 127.0.0.1"),
+    # A line feed that would start a forged line after the prefix.
+    (b"/api/errors?token=rapi_%0Afake", b"", "token rapi_\\x0Afak... from 127.0.0.1"),
+    (b"/api/errors?token=%0D%0A%07x", b"", "token \\x0D\\x0A\\x07x... from 127.0.0.1"),
+    # An address a trusted proxy passed on: whatever the client wrote, but a comma.
+    (
+        b"/api/errors?token=wrong",
+        b"X-Forwarded-For: 203.0.113.9\tforged\r\n",
+        "token wron... from 203.0.113.9\\x09forged",
+    ),
+]
+
+
+@pytest.mark.server
+def test_request_text_in_the_app_log_is_escaped_one_line_per_message(start_server, sqlite_url):
+    server = start_server(sqlite_url, PROXY_FIX_X_FOR=1)
+    for target, headers, _ in FORGERIES:
+        raw = b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n"
+        assert servers.parse_answer(servers.exchange(server.port, raw))[0] == 401
+    server.stop()
+    output = server.log_path.read_bytes()
+    assert not any(control in output for control in (b"\x1b", b"\x07", b"\r", b"\t"))
+    lines = output.decode("ascii").splitlines()
+    rejected = [line for line in lines if "rejected token" in line]
+    assert len(rejected) == len(FORGERIES)
+    for (_, _, logged), line in zip(FORGERIES, rejected, strict=True):
+        assert logged in line, line
+    # No line begins with what came after a line feed in the token.
+    assert not any(line.startswith(("fak", "x...")) for line in lines)
