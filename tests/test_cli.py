@@ -2,8 +2,11 @@
 
 import re
 import sqlite3
+from contextlib import closing
 
-from api import token_hashing
+import pytest
+
+from api import cli, token_hashing
 
 
 def test_create_prints_the_token_alone_on_the_last_line(runner):
@@ -84,3 +87,76 @@ def test_database_holds_only_the_hash(token, database_path):
     assert token not in dump
     assert token[len("rapi_") :] not in dump
     assert token_hashing.hash_token(token) in dump
+
+
+# Names: a new one follows the rule; any one, old rows' included, prints as one safe line.
+
+BAD_NAMES = {
+    "empty": "",
+    "leading space": " alice",
+    "trailing space": "alice ",
+    "inner space": "al ice",
+    "65 characters": "a" * 65,
+    "5,000 characters": "a" * 5000,
+    "terminal escape": "\x1b[2Jalice",
+    "newline forging a row": "alice\nmallory 2026-01-01 00:00:00 UTC - active",
+    "carriage return": "alice\rmallory",
+    "non-ascii letter": "al\u00efce",
+    "lookalike": "\u0430lice",
+    "slash": "a/b",
+    "quote": "a'b",
+}
+
+
+@pytest.mark.parametrize("name", BAD_NAMES.values(), ids=BAD_NAMES.keys())
+def test_a_name_outside_the_rule_is_refused_with_one_line(runner, name):
+    result = runner.invoke(args=["token", "create", "--", name])
+    assert result.exit_code == 1
+    assert result.stdout == ""  # no token was issued
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("Error: '") and line.endswith(f"a name is {cli.NAME_RULE}")
+    assert len(line) < 200
+    assert "\x1b" not in line and "\r" not in line
+    assert runner.invoke(args=["token", "list"]).stdout.startswith("No tokens yet")
+
+
+@pytest.mark.parametrize("name", ["a", "a" * 64, "A.b_c-9", "-leading-dash", "..."])
+def test_names_inside_the_rule_are_taken(runner, name):
+    result = runner.invoke(args=["token", "create", "--", name])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().startswith("rapi_")
+
+
+def store_a_row_named(database_path, name):
+    """A token row from before the naming rule, written as an old release could have."""
+    with closing(sqlite3.connect(database_path)) as db, db:
+        db.execute(
+            "INSERT INTO tokens (name, token_hash, created_at) VALUES (?, ?, ?)",
+            (name, token_hashing.hash_token(name), "2026-01-01 00:00:00"),
+        )
+
+
+def test_old_rows_with_any_name_print_as_one_escaped_line_each(runner, database_path):
+    for name in BAD_NAMES.values():
+        store_a_row_named(database_path, name)
+    result = runner.invoke(args=["token", "list"])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1 + len(BAD_NAMES)
+    assert all(line.endswith(" active") for line in lines[1:])
+    assert "\x1b" not in result.stdout and "\r" not in result.stdout
+    assert "\\x1b[2Jalice" in result.stdout
+    assert "alice\\nmallory" in result.stdout
+
+
+def test_an_old_row_with_any_name_can_still_be_revoked(runner, database_path):
+    name = BAD_NAMES["terminal escape"]
+    store_a_row_named(database_path, name)
+    result = runner.invoke(args=["token", "revoke", "--", name])
+    assert result.exit_code == 0
+    assert result.stdout == "Revoked token '\\x1b[2Jalice'.\n"
+    unknown = runner.invoke(args=["token", "revoke", "--", "x\ny" + "z" * 500])
+    assert unknown.exit_code == 1
+    assert unknown.stderr == "Error: no token is called 'x\\ny" + "z" * 61 + "...'; " + (
+        "see: flask --app api token list\n"
+    )
