@@ -3,17 +3,45 @@
 A token's name is what operators type and read back in ``token list``, so a new one is
 1 to 64 letters, digits, ``.``, ``_`` or ``-``. Names are printed escaped all the same, in
 case a row from before that rule holds a space, a control character or a terminal escape.
+
+Whatever fails, a command says so in one line on stderr and exits with status 1: a traceback
+would show the SQL and its parameters, a new token's hash among them.
 """
 
 import re
 
 import click
+import sqlalchemy as sa
 from flask import current_app
 from flask.cli import AppGroup
 
 from . import storage, token_hashing
 
-token_cli = AppGroup("token", help="Create, list and revoke API tokens.")
+
+class TokenCommands(AppGroup):
+    """The ``token`` group: every failure of its commands ends as one line, not a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except sa.exc.DBAPIError as error:
+            raise click.ClickException(database_failure(error)) from None
+        except Exception as error:
+            # Its message may hold anything, parameters included: only its kind is shown.
+            raise click.ClickException(f"unexpected {type(error).__name__}") from None
+
+
+def database_failure(error):
+    """The driver's own first line (unreachable, read-only, locked), without the statement,
+    its parameters or the driver's detail lines, which may quote values."""
+    lines = str(error.orig).strip().splitlines() if error.orig is not None else []
+    reason = lines[0] if lines else type(error).__name__
+    return f"the database failed: {printable(reason)}"
+
+
+token_cli = TokenCommands("token", help="Create, list and revoke API tokens.")
 
 # What a new token may be called: ASCII letters and digits, ".", "_" and "-", so that no name
 # can hold a space at either end, a control character, or a letter that looks like another.

@@ -2,11 +2,14 @@
 
 import re
 import sqlite3
+import subprocess
 from contextlib import closing
 
 import pytest
 
-from api import cli, token_hashing
+from api import cli, storage, token_hashing
+
+from . import servers
 
 
 def test_create_prints_the_token_alone_on_the_last_line(runner):
@@ -160,3 +163,88 @@ def test_an_old_row_with_any_name_can_still_be_revoked(runner, database_path):
     assert unknown.stderr == "Error: no token is called 'x\\ny" + "z" * 61 + "...'; " + (
         "see: flask --app api token list\n"
     )
+
+
+# Failures: whatever goes wrong, one line on stderr and status 1; never a token or its hash.
+
+HASH = re.compile(r"[0-9a-f]{64}")
+
+
+def run_token_command(database_url, *args, **env):
+    """``flask --app api token ...`` as an operator runs it, in a process of its own, so that
+    what reaches the terminal is exactly what the flask command prints."""
+    return subprocess.run(
+        ["flask", "--app", "api", "token", *args],
+        cwd=servers.ROOT,
+        env=servers.clean_env(DATABASE_URL=database_url, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def assert_one_line_failure(result, reason):
+    assert result.returncode == 1, result.stderr
+    assert result.stdout == ""  # no token was issued
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("Error: the database failed: ") and line.endswith(reason), line
+    assert not HASH.search(result.stderr) and "rapi_" not in result.stderr
+
+
+@pytest.fixture
+def read_only_url(token, database_path):
+    """The test's SQLite file, holding one token, made read-only. chmod alone does not bind
+    root, as whom CI runs here, so SQLite is also told to open it read-only (mode=ro), which
+    is how it opens a file it may not write."""
+    database_path.chmod(0o444)
+    yield f"sqlite:///file:{database_path}?mode=ro&uri=true"
+    database_path.chmod(0o644)
+
+
+@pytest.mark.parametrize(
+    "args", [("create", "new-client"), ("revoke", "test-client")], ids=["create", "revoke"]
+)
+def test_a_read_only_database_is_one_line(read_only_url, args):
+    assert_one_line_failure(
+        run_token_command(read_only_url, *args), "attempt to write a readonly database"
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("create", "new-client"), ("list",), ("revoke", "test-client")],
+    ids=["create", "list", "revoke"],
+)
+def test_an_unreachable_database_is_one_line(args):
+    url = f"postgresql://postgres@127.0.0.1:{servers.free_port()}/test"
+    assert_one_line_failure(run_token_command(url, *args), "Connection refused")
+
+
+def test_a_locked_database_is_one_line(database_path):
+    with closing(sqlite3.connect(database_path, isolation_level=None)) as holder:
+        holder.execute("BEGIN EXCLUSIVE")
+        result = run_token_command(
+            f"sqlite:///{database_path}", "create", "new-client", SQLITE_BUSY_TIMEOUT_MS=100
+        )
+    assert_one_line_failure(result, "database is locked")
+
+
+def test_an_unexpected_error_is_one_line_that_names_only_its_kind(runner, monkeypatch):
+    def failing(name, token_hash):
+        raise RuntimeError(f"could not store {name} with {token_hash}")
+
+    # Nothing real fails this way on demand; the stand-in fails as SQL errors do, quoting
+    # the hash.
+    monkeypatch.setattr(storage, "create_token", failing)
+    result = runner.invoke(args=["token", "create", "new-client"])
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == "Error: unexpected RuntimeError\n"
+
+
+def test_a_database_url_that_is_not_one_refuses_with_one_line_and_no_password():
+    result = run_token_command("postgres//user:hunter2@db.example/api", "list")
+    assert result.returncode == 3
+    (line,) = (result.stdout + result.stderr).splitlines()
+    assert line.startswith("Refusing to start: DATABASE_URL is not a database URL")
+    assert "hunter2" not in line

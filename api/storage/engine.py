@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import sqlalchemy as sa
 
-from ..config import EphemeralDatabase, require
+from ..config import EphemeralDatabase, InvalidSetting, require
 from .tables import MAX_COUNTER_SLOTS, db
 
 # SQLSTATEs that mean this server cannot do the work now, though the connection still answers:
@@ -72,7 +72,14 @@ def bind(app):
     PostgreSQL, and for SQLite the settings concurrent workers need, refused where the
     platform's disk is ephemeral."""
     config = app.config
-    url = sa.engine.make_url(config["SQLALCHEMY_DATABASE_URI"])
+    try:
+        url = sa.engine.make_url(config["SQLALCHEMY_DATABASE_URI"])
+    except sa.exc.ArgumentError:
+        # Not quoted: the URL may hold a password.
+        raise InvalidSetting(
+            "Refusing to start: DATABASE_URL is not a database URL; it must look like "
+            "postgresql://user:password@host:5432/name or sqlite:///path/to/file."
+        ) from None
     require(config, "DB_STATEMENT_TIMEOUT_MS", lambda ms: ms >= 0, "0 (no limit) or more")
     require(
         config,
