@@ -1,6 +1,7 @@
 """Rate limits: per address, per token, for failed tokens; their 429s, headers and costs."""
 
 import os
+import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -290,3 +291,99 @@ def test_with_memory_storage_each_worker_counts_alone(start_server, sqlite_url):
 def test_server_tests_run_without_limits(start_server, sqlite_url):
     server = start_server(sqlite_url)
     assert [answer_of(server.url + "/api/pizza")[0] for _ in range(150)] == [200] * 150
+
+
+# The failed-token budget under concurrency: exact, however many guesses arrive at once.
+
+GUESSES = 32
+FAILED_TOKEN_LIMIT = 10
+GUESSING = {
+    "RATELIMIT_ENABLED": "true",
+    "RATELIMIT_PER_CLIENT": "1000 per minute",
+    "RATELIMIT_FAILED_TOKENS": f"{FAILED_TOKEN_LIMIT} per minute",
+}
+
+
+def all_at_once(send, n=GUESSES):
+    """The statuses of n calls of send(i), released together from n threads."""
+    start = threading.Barrier(n)
+
+    def guess(i):
+        start.wait()
+        return send(i)
+
+    with ThreadPoolExecutor(n) as pool:
+        return Counter(pool.map(guess, range(n)))
+
+
+def test_concurrent_wrong_tokens_spend_the_budget_exactly_in_one_process(make_app):
+    app = make_app(**GUESSING)
+
+    def send(i):
+        # A client per thread, all through the app's one WSGI callable.
+        return app.test_client().get(f"/api/errors?token=rapi_guess{i}").status_code
+
+    assert all_at_once(send) == {401: FAILED_TOKEN_LIMIT, 429: GUESSES - FAILED_TOKEN_LIMIT}
+
+
+def guess_at_server(server):
+    def send(i):
+        return answer_of(f"{server.url}/api/errors?token=rapi_guess{i}")[0]
+
+    return send
+
+
+@pytest.mark.server
+def test_concurrent_wrong_tokens_spend_the_budget_exactly_in_one_worker(start_server, sqlite_url):
+    server = start_server(sqlite_url, WEB_CONCURRENCY=1, **GUESSING)
+    statuses = all_at_once(guess_at_server(server))
+    assert statuses == {401: FAILED_TOKEN_LIMIT, 429: GUESSES - FAILED_TOKEN_LIMIT}
+
+
+@pytest.mark.server
+@pytest.mark.redis
+def test_concurrent_wrong_tokens_spend_one_budget_exactly_across_workers_in_redis(
+    start_server, sqlite_url, redis_url
+):
+    url, prefix = redis_url
+    server = start_server(
+        sqlite_url,
+        WEB_CONCURRENCY=2,
+        RATELIMIT_STORAGE_URI=url,
+        RATELIMIT_KEY_PREFIX=prefix,
+        **GUESSING,
+    )
+    statuses = all_at_once(guess_at_server(server))
+    assert statuses == {401: FAILED_TOKEN_LIMIT, 429: GUESSES - FAILED_TOKEN_LIMIT}
+
+
+# Bodies are checked after the budget: a spent client gets 429 whatever its body.
+
+FORM = b"Content-Type: application/x-www-form-urlencoded\r\n"
+BODIES = {
+    411: b"POST /api HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    + FORM
+    + b"\r\na\r\ndata=pizza\r\n0\r\n\r\n",
+    413: b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n"
+    + FORM
+    + b"\r\ndata="
+    + b"p" * 195,
+}
+
+
+@pytest.mark.server
+def test_a_spent_client_gets_429_for_chunked_and_oversized_bodies(start_server, sqlite_url):
+    server = start_server(
+        sqlite_url,
+        WEB_CONCURRENCY=1,
+        RATELIMIT_ENABLED="true",
+        RATELIMIT_PER_CLIENT="4 per minute",
+        MAX_CONTENT_LENGTH=100,
+    )
+
+    def status(raw):
+        return servers.parse_answer(servers.exchange(server.port, raw))[0]
+
+    order = [411, 413, 411, 413]
+    assert [status(BODIES[refused]) for refused in order] == order
+    assert [status(BODIES[refused]) for refused in order] == [429] * 4
