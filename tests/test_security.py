@@ -127,6 +127,53 @@ def test_cors_origins_from_config(make_app):
     assert "Access-Control-Allow-Origin" not in bad.headers
 
 
+NAMED_ORIGINS = ["https://good.example", "https://other.example"]
+PREFLIGHT = {
+    "Access-Control-Request-Method": "GET",
+    "Access-Control-Request-Headers": "authorization",
+}
+
+# Every kind of answer a page on another origin can get from /api: data, errors from each
+# layer, a preflight; from an allowed origin, another one, and none.
+CORS_ANSWERS = {
+    "allowed origin": ("get", "/api/pizza", {"Origin": "https://good.example"}),
+    "second allowed origin": ("get", "/api/pizza", {"Origin": "https://other.example"}),
+    "disallowed origin": ("get", "/api/pizza", {"Origin": "https://evil.example"}),
+    "no origin": ("get", "/api/pizza", {}),
+    "an error": ("get", "/api/nothing", {"Origin": "https://good.example"}),
+    "a 401": ("get", "/api/errors", {"Origin": "https://evil.example"}),
+    "an unrouted path": ("get", "/api/a/b", {}),
+    "preflight": ("options", "/api/errors", {"Origin": "https://good.example", **PREFLIGHT}),
+    "disallowed preflight": (
+        "options",
+        "/api/errors",
+        {"Origin": "https://evil.example", **PREFLIGHT},
+    ),
+    "preflight without origin": ("options", "/api/errors", {}),
+}
+
+
+@pytest.mark.parametrize(("method", "path", "headers"), CORS_ANSWERS.values(), ids=CORS_ANSWERS)
+def test_with_named_origins_every_api_answer_varies_on_origin(make_app, method, path, headers):
+    client = make_app(CORS_ORIGINS=NAMED_ORIGINS).test_client()
+    response = getattr(client, method)(path, headers=headers)
+    # The answer depends on Origin, so a cache must not hand one origin's to another.
+    assert "Origin" in response.vary
+    if "Origin" in headers:
+        allowed = headers["Origin"] in NAMED_ORIGINS
+        assert response.headers.get("Access-Control-Allow-Origin") == (
+            headers["Origin"] if allowed else None
+        )
+
+
+@pytest.mark.parametrize(("method", "path", "headers"), CORS_ANSWERS.values(), ids=CORS_ANSWERS)
+def test_the_wildcard_default_sends_star_and_needs_no_vary(client, method, path, headers):
+    response = getattr(client, method)(path, headers=headers)
+    assert "Origin" not in response.vary
+    if headers.get("Origin") or method == "get":
+        assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
 def test_cors_only_on_the_api(client):
     response = client.get("/docs", headers={"Origin": "https://example.org"})
     assert "Access-Control-Allow-Origin" not in response.headers
