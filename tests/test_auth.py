@@ -1,9 +1,14 @@
 """The token matrix: every way a token can arrive, or fail to."""
 
+import json
 import logging
 from urllib.parse import urlencode
 
 import pytest
+
+from api import auth
+
+from . import servers
 
 PRIVATE_URLS = ["/api?data=errors", "/api/errors"]
 
@@ -121,3 +126,77 @@ def test_public_data_with_a_malformed_header_is_refused(client):
     response = client.get("/api/pizza", headers={"Authorization": "Bearer"})
     assert response.status_code == 400
     assert "Malformed Authorization header" in response.get_json()["content"]
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "bearer {}",
+        "BEARER {}",
+        "bEaReR {}",
+        "Bearer  {}",
+        "Bearer\t{}",
+        " Bearer {} ",
+        "Bearer {}\t",
+    ],
+    ids=["lower", "upper", "mixed", "two spaces", "tab", "padded", "trailing tab"],
+)
+def test_the_scheme_in_any_case_and_any_whitespace_around_the_token(client, token, template):
+    response = client.get("/api/errors", headers={"Authorization": template.format(token)})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs"),
+    [
+        ("post", {"data": {"data": "errors", "token": "{token}"}}),
+        ("post", {"json": {"data": "errors", "token": "{token}"}}),
+        ("get", {"query_string": "data=errors&token[]={token}"}),
+        ("get", {"query_string": "data=errors&token%5B%5D={token}"}),
+        ("get", {"query_string": "data=errors&TOKEN={token}"}),
+    ],
+    ids=["form body", "json body", "token[]", "encoded token[]", "TOKEN"],
+)
+def test_a_token_anywhere_else_is_no_token(client, token, method, kwargs):
+    kwargs = {
+        key: value.format(token=token)
+        if isinstance(value, str)
+        else {k: v.format(token=token) for k, v in value.items()}
+        for key, value in kwargs.items()
+    }
+    response = getattr(client, method)("/api", **kwargs)
+    assert response.status_code == 401
+
+
+def test_an_empty_query_token_is_no_token_on_public_data(client):
+    response = client.get("/api/pizza?token=")
+    assert response.status_code == 200
+
+
+def test_a_revoked_token_gets_the_same_401_as_a_wrong_one(client, runner, token):
+    def attempt(secret):
+        response = client.get("/api/errors", headers={"Authorization": f"Bearer {secret}"})
+        kept = ("Content-Type", "Content-Length", "WWW-Authenticate", "Cache-Control", "Vary")
+        return response.status_code, response.data, [response.headers.get(h) for h in kept]
+
+    wrong = attempt("rapi_" + "x" * 43)
+    assert runner.invoke(args=["token", "revoke", "test-client"]).exit_code == 0
+    assert attempt(token) == wrong
+    assert wrong[0] == 401
+
+
+@pytest.mark.server
+def test_two_authorization_headers_are_a_400_from_the_real_server(start_server, sqlite_url):
+    """granian joins repeated headers with a comma, so two tokens read as one malformed
+    header: refused, never a choice between them."""
+    secret = servers.mint_token(servers.clean_env(DATABASE_URL=sqlite_url), "twice")
+    server = start_server(sqlite_url)
+    for path in ("/api/errors", "/api/pizza"):
+        for other in (secret, "rapi_wrong"):
+            raw = (
+                f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\n"
+                f"Authorization: Bearer {other}\r\n\r\n"
+            )
+            status, _, body = servers.parse_answer(servers.exchange(server.port, raw.encode()))
+            assert status == 400, (path, other)
+            assert json.loads(body) == {"type": "Error", "content": auth.MALFORMED_HEADER}

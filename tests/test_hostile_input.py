@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api import catalogue
+from api import catalogue, security
 
 from . import servers
 
@@ -237,6 +237,56 @@ def test_counts_are_exact_after_the_barrage(client, snapshot):
     assert snapshot()[0]["errors"] == before.get("errors", 0) + sent
 
 
+# Nothing a client sends is written back: not its path, query, body or headers, in any page,
+# answer or error, in any shape.
+
+MARKER = "zq7marker"
+MARKED_REQUESTS = {
+    "typed path": ("get", f"/api/{MARKER}", {}),
+    "data value": ("get", f"/api?data={MARKER}", {}),
+    "parameter name": ("get", f"/api?{MARKER}=1", {}),
+    "query token": ("get", f"/api/errors?token=rapi_{MARKER}", {}),
+    "deep path": ("get", f"/api/{MARKER}/{MARKER}", {}),
+    "page path": ("get", f"/{MARKER}", {}),
+    "page query": ("get", f"/docs?{MARKER}=1", {}),
+    "index query": ("get", f"/?q={MARKER}", {}),
+    "stats token": ("get", f"/stats?token={MARKER}", {}),
+    "static file": ("get", f"/static/{MARKER}.css", {}),
+    "method": ("put", f"/api?data={MARKER}", {}),
+    "page method": ("post", f"/docs?{MARKER}=1", {}),
+    "form body": ("post", "/api", {"data": {"data": MARKER}}),
+    "json body": ("post", "/api", {"json": {"data": MARKER, MARKER: 1}}),
+    "oversized body": ("post", "/api", {"data": {"data": MARKER * 10_000}}),
+    "header token": ("get", "/api/errors", {"headers": {"Authorization": f"Bearer {MARKER}"}}),
+    "header scheme": ("get", "/api/pizza", {"headers": {"Authorization": f"{MARKER} x"}}),
+    "teapot": ("get", f"/api/teapot?{MARKER}", {}),
+    "health": ("get", f"/healthz?{MARKER}", {}),
+    "spec": ("get", f"/api/openapi.json?{MARKER}", {}),
+}
+MARKED_HEADERS = {
+    "Host": f"{MARKER}.example",
+    "User-Agent": MARKER,
+    "Referer": f"https://{MARKER}.example/",
+    "Origin": f"https://{MARKER}.example",
+    "X-Forwarded-Host": f"{MARKER}.example",
+    "X-Forwarded-For": f"{MARKER}",
+    "Cookie": f"{MARKER}={MARKER}",
+    "Accept-Language": MARKER,
+}
+
+
+@pytest.mark.parametrize("accept", ["application/json", "application/problem+json", "text/html"])
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs"), MARKED_REQUESTS.values(), ids=MARKED_REQUESTS.keys()
+)
+def test_nothing_the_client_sent_is_written_back(client, method, path, kwargs, accept):
+    headers = {**MARKED_HEADERS, "Accept": accept, **kwargs.get("headers", {})}
+    response = getattr(client, method)(path, **{**kwargs, "headers": headers})
+    with response:
+        assert MARKER not in response.get_data(as_text=True).lower()
+        assert MARKER not in str(response.headers).lower()
+
+
 # Property tests: no value whatever produces a 5xx or touches any other stored value.
 
 FEW = settings(
@@ -314,6 +364,13 @@ def test_any_json_body(client, snapshot, body):
 
 
 FORM = b"Content-Type: application/x-www-form-urlencoded\r\n"
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": security.DATA_CSP,
+}
 
 # Who answers each one: the app's edge in the envelope (not a hit), the server with an empty
 # answer of its own (not a hit: the request never existed for the app), or the app (a hit).
@@ -400,13 +457,18 @@ def test_real_server_answers_malformed_http_and_counts_only_what_reaches_the_app
 
     reached_app = 0
     for name, (raw, status, answers) in RAW_REQUESTS.items():
-        answered, _, body = servers.parse_answer(servers.exchange(server.port, raw))
+        answered, headers, body = servers.parse_answer(servers.exchange(server.port, raw))
         assert (name, answered) == (name, status)
         if answers == SERVER:
             assert (name, body) == (name, b"")
         else:
             document = json.loads(body)
             assert set(document) == {"type", "content"} and document["type"] == "Error", name
+            # Whoever answered, the edge or the app, the security headers came with it.
+            assert (name, {h: headers.get(h.lower()) for h in SECURITY_HEADERS}) == (
+                name,
+                SECURITY_HEADERS,
+            )
         reached_app += answers == APP
 
     # TLS spoken to plain HTTP, then a closed connection: at most the server's empty 400.
