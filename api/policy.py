@@ -36,6 +36,9 @@ PAGE_WITH_TOKEN = Policy(data=False, reads_token=True)
 OPERATIONS = Policy(counted=False, limited=False)
 STATIC = Policy(counted=False, limited=False, data=False)
 UNROUTED_PAGE = PAGE
+
+# Where a request's policy is kept once looked up.
+POLICY = "api.policy"
 # A request whose Host could not be bound (see current()).
 UNBOUND_HOST = Policy()
 
@@ -100,6 +103,20 @@ class Policies:
 
 def current():
     """The policy of the route this request matched, or of its section when it matched none.
+
+    Looked up once per request and kept in its WSGI environ: every hook asks, and each lookup
+    goes through Flask's context-local proxies.
+    """
+    environ = request.environ
+    found = environ.get(POLICY)
+    if found is None:
+        found = environ[POLICY] = _current()
+    return found
+
+
+def _current():
+    """The policy of the route this request matched, or of its section when it matched none;
+    see :func:`current`.
 
     A request whose Host the URL map could not be bound to (api/security.py) matched nothing
     and cannot have a page built for it, since building any URL needs the bound map: it

@@ -24,7 +24,7 @@ import time
 from flask import current_app, g, request
 from flask_limiter import Limiter
 
-from . import auth, policy
+from . import auth, policy, security
 from .rate_limit_storage import FIXED_WINDOW_MEMORY, ParsedOnce
 
 # CORS preflights never touch a limit: they are not hits.
@@ -38,16 +38,6 @@ FAILED_TOKENS_SCOPE = "failed-tokens"
 TOO_MANY_REQUESTS = "Too many requests; retry after the seconds in Retry-After"
 TOO_MANY_FAILED_TOKENS = (
     "Too many failed token attempts from this address; retry after the seconds in Retry-After"
-)
-
-# The draft IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers, as most clients read
-# them: the reset is in seconds from now), and Retry-After on a 429.
-HEADER_NAMES = (
-    "RateLimit-Limit",
-    "RateLimit-Remaining",
-    "RateLimit-Reset",
-    "RateLimit-Policy",
-    "Retry-After",
 )
 
 
@@ -146,8 +136,8 @@ def headers_hook(limiter, always):
         if chosen is None:
             return response
         try:
-            # None of these is set yet, so extend() skips update()'s search for old values.
-            response.headers.extend(window_headers(chosen, breached))
+            # None of these is set yet: appended, not searched for and replaced.
+            security.append_headers(response, window_headers(chosen, breached))
         except Exception:
             # The storage went away between the check and now; the answer stands without them.
             current_app.logger.warning("rate limit storage unreachable for headers")

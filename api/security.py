@@ -22,7 +22,7 @@ from werkzeug.datastructures import Headers
 from werkzeug.exceptions import BadHost, SecurityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import auth, errors, policy, rate_limits
+from . import auth, errors, policy
 
 # What a request with a Host this service does not answer for is told; never the Host itself.
 HOST_REFUSED = "Bad Host header"
@@ -44,6 +44,17 @@ PAGE_CSP = (
 # Everything else is data, and must not run or load anything if a browser renders it.
 DATA_CSP = "default-src 'none'; frame-ancestors 'none'"
 
+# What other origins' pages may read of an answer: the rate limits (api/rate_limits.py), as
+# the draft IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers; the reset is in
+# seconds from now, as most clients read it), and Retry-After on a 429.
+EXPOSED_HEADERS = (
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+    "RateLimit-Policy",
+    "Retry-After",
+)
+
 # One year; browsers then refuse plain http for this host.
 HSTS = "max-age=31536000; includeSubDomains"
 
@@ -60,6 +71,15 @@ PAGE_HEADERS = (
 DATA_HEADERS = (*ALWAYS, ("Content-Security-Policy", DATA_CSP))
 
 
+def append_headers(response, items):
+    """Add headers whose names and values this service built itself (constants and numbers).
+
+    Werkzeug's ``Headers.extend`` checks every value for line breaks, about 1 us a header on
+    every response; these cannot hold one. Appends to the list Werkzeug 3.1 keeps them in.
+    """
+    response.headers._list.extend(items)
+
+
 def add_security_headers(response):
     """Headers for every response, the page CSP and no-cache for pages, no-store when a token
     came."""
@@ -67,7 +87,7 @@ def add_security_headers(response):
     # Nothing that answers with data is a page, not even the empty text/html answer to a CORS
     # preflight.
     page = response.mimetype == "text/html" and not policy.current().data
-    headers.extend(PAGE_HEADERS if page else DATA_HEADERS)
+    append_headers(response, PAGE_HEADERS if page else DATA_HEADERS)
     if request.is_secure:
         headers["Strict-Transport-Security"] = HSTS
     if auth.credentials_presented():
@@ -168,7 +188,7 @@ def cors_hook(app, origins):
             "supports_credentials": False,
             "methods": ["GET", "HEAD", "POST", "OPTIONS"],
             "allow_headers": ["Authorization", "Content-Type", "Accept"],
-            "expose_headers": list(rate_limits.HEADER_NAMES),
+            "expose_headers": list(EXPOSED_HEADERS),
             "max_age": 600,
         },
     )
@@ -183,7 +203,7 @@ def cors_hook(app, origins):
         if not policy.current().cross_origin:
             return response
         if wildcard and request.method != "OPTIONS":
-            response.headers.extend(simple)
+            append_headers(response, simple)
             return response
         set_cors_headers(response, options)
         if not wildcard:
