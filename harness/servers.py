@@ -82,6 +82,17 @@ def mint_token(env, name):
     return result.stdout.strip().splitlines()[-1]
 
 
+def serve_released(folder, token_name, **settings):
+    """A server on a fresh SQLite file in folder, released and holding one token minted by the
+    CLI, as an operator would set it up; the token is the server's .token."""
+    env = clean_env(DATABASE_URL=f"sqlite:///{folder}/server.sqlite3", **settings)
+    run_release(env)
+    token = mint_token(env, token_name)
+    server = Server({**env, "PORT": str(free_port())}, Path(folder) / "server.log")
+    server.token = token
+    return server
+
+
 class Server:
     """A server's main process and its workers, in a session of their own so that stopping
     it stops every one of them; by default the Procfile's web process."""

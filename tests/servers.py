@@ -19,6 +19,7 @@ from harness.servers import (  # noqa: F401 - the suite's one place for both
     mint_token,
     procfile_command,
     run_release,
+    serve_released,
     wait_until,
 )
 

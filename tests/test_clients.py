@@ -31,17 +31,12 @@ pytestmark = pytest.mark.server
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     """One real server for the module, its spec in tools/build/, and a token."""
-    folder = tmp_path_factory.mktemp("clients")
-    url = f"sqlite:///{folder}/clients.sqlite3"
-    env = servers.clean_env(DATABASE_URL=url)
-    servers.run_release(env)
-    token = servers.mint_token(env, "generated-client")
-    server = servers.Server({**env, "PORT": str(servers.free_port())}, folder / "server.log")
+    server = servers.serve_released(tmp_path_factory.mktemp("clients"), "generated-client")
     try:
         BUILD.mkdir(exist_ok=True)
         with servers.urllib.request.urlopen(server.url + "/api/openapi.json") as answer:
             (BUILD / "openapi.json").write_bytes(answer.read())
-        yield server, token
+        yield server, server.token
     finally:
         server.stop()
 

@@ -17,15 +17,7 @@ PAPER = "rgb(253, 252, 249)"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One real server for the module, with a token minted by the CLI."""
-    directory = tmp_path_factory.mktemp("browser")
-    url = f"sqlite:///{directory}/browser.sqlite3"
-    env = servers.clean_env(DATABASE_URL=url)
-    servers.run_release(env)
-    token = servers.mint_token(env, "browser")
-    running = servers.Server(
-        servers.clean_env(DATABASE_URL=url, PORT=servers.free_port()), directory / "server.log"
-    )
-    running.token = token
+    running = servers.serve_released(tmp_path_factory.mktemp("browser"), "browser")
     yield running
     running.stop()
 
