@@ -30,7 +30,7 @@ A request meets the parts in this order, from the socket to the access log line:
 
 import os
 
-from flask import Flask
+from flask import Flask, Response
 from flask_migrate import Migrate
 
 from . import (
@@ -52,6 +52,32 @@ from .config import Config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+class FinishedResponse(Response):
+    """Flask's response, handed to the server without Werkzeug's copy of its headers when
+    nothing in them needs fixing for the environment.
+
+    Werkzeug copies every answer's headers before it looks at them, in case it must make a
+    Location absolute, fill in a Content-Length or drop one; every answer of this service
+    already carries its length and none is informational, so the copy buys nothing. Any
+    answer that does need a fix takes Werkzeug's own path.
+    """
+
+    def get_wsgi_headers(self, environ):
+        status = self.status_code
+        if status >= 200 and status not in (204, 304):
+            length = False
+            for name, _ in self.headers:
+                lowered = name.lower()
+                if lowered == "content-length":
+                    length = True
+                elif lowered in ("location", "content-location"):
+                    length = False
+                    break
+            if length:
+                return self.headers
+        return super().get_wsgi_headers(environ)
+
+
 class App(Flask):
     """Flask, asking once per hook rather than once per request whether it is a coroutine, and
     refusing a Host it could not show.
@@ -61,6 +87,8 @@ class App(Flask):
     given function never changes. This service has no async views or hooks, but one added
     later is still run the way Flask runs it.
     """
+
+    response_class = FinishedResponse
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -20,9 +20,12 @@ store without a timer thread (``api/rate_limit_storage.py``).
 
 import math
 import time
+from collections import defaultdict
 
 from flask import current_app, g, request
+from flask.globals import _cv_request
 from flask_limiter import Limiter
+from flask_limiter._extension import LimiterContext
 
 from . import auth, policy, security
 from .rate_limit_storage import FIXED_WINDOW_MEMORY, ParsedOnce
@@ -65,6 +68,24 @@ def client_address():
 
 def token_holder():
     return g.get("rate_limit_holder")
+
+
+class RequestLimiter(Limiter):
+    """Flask-Limiter, keeping its per-request state on the request context it is read from.
+
+    Flask-Limiter reaches that state through a property that resolves the request context
+    through a proxy three times a visit, and it visits nine times a request; this one looks
+    the context up once, in Flask's own context variable, and keeps the same state.
+    """
+
+    @property
+    def context(self):
+        ctx = _cv_request.get()
+        try:
+            return ctx._limiter_request_context[self]
+        except AttributeError:
+            ctx._limiter_request_context = defaultdict(LimiterContext)
+            return ctx._limiter_request_context[self]
 
 
 def storage_uri(config):
@@ -156,7 +177,7 @@ def init_app(app):
     if not config["RATELIMIT_ENABLED"]:
         return
     config["RATELIMIT_STORAGE_URI"] = storage_uri(config)
-    limiter = Limiter(
+    limiter = RequestLimiter(
         key_func=client_address,
         application_limits=budgets(config),
         # Unrouted requests (404, 405) have no endpoint, and Flask-Limiter skips those; they
