@@ -10,6 +10,7 @@ import time
 from contextlib import closing
 
 import pytest
+from werkzeug.test import EnvironBuilder
 
 from api import edge, request_bodies, security
 
@@ -195,3 +196,23 @@ def test_a_failure_to_count_still_answers(make_app, database_path, caplog):
 def test_the_edge_is_outermost(app):
     # ProxyFix and Flask inside it, so that it sees every request first and logs last.
     assert isinstance(app.wsgi_app, edge.Edge)
+
+
+def test_answers_go_to_the_server_as_werkzeug_would_send_them(app):
+    """Answers complete as they stand are handed over without a copy of their headers; one
+    that needs fixing for the server still gets Werkzeug's fixes."""
+    response_class = app.response_class
+    environ = EnvironBuilder("/api").get_environ()
+
+    complete = response_class('{"type": "Data"}', mimetype="application/json")
+    assert complete.get_wsgi_headers(environ) is complete.headers
+    assert complete.headers["Content-Length"] == "16"
+
+    no_content = response_class(status=204, headers={"Content-Length": "5"})
+    assert "Content-Length" not in no_content.get_wsgi_headers(environ)
+    moved = response_class("", status=302, headers={"Location": "/café"})
+    assert moved.get_wsgi_headers(environ)["Location"] == "/caf%C3%A9"
+    unmeasured = response_class(["ab", "c"])
+    assert unmeasured.get_wsgi_headers(environ)["Content-Length"] == "3"
+    not_modified = response_class(status=304, headers={"Content-Length": "9"})
+    assert "Content-Length" not in not_modified.get_wsgi_headers(environ)
