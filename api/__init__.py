@@ -46,6 +46,7 @@ from . import (
     resources,
     security,
     storage,
+    traffic,
 )
 from .config import Config
 
@@ -142,6 +143,7 @@ def create_app(test_config=None):
     errors.init_app(app)
     # The database, and the migrations that `flask db upgrade` applies.
     storage.init_app(app)
+    traffic.init_app(app)
     Migrate(app, storage.db, directory=os.path.join(ROOT, "migrations"))
     # Every route: the API's resources, the pages beside them, and what each route is.
     resources.init_app(app)

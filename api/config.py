@@ -108,6 +108,9 @@ class Config:
         self.ALLOW_EPHEMERAL_SQLITE = env_flag("ALLOW_EPHEMERAL_SQLITE", False)
         # Rows per counter; more slots spread concurrent PostgreSQL writers over more row locks.
         self.COUNTER_SLOTS = env_number("COUNTER_SLOTS", 8)
+        # Days of hourly history kept for the charts (the totals are kept forever); the charts
+        # draw 30, and a year and a month leaves room for a longer view. 0 keeps every hour.
+        self.COUNTER_HOURS_RETENTION_DAYS = env_number("COUNTER_HOURS_RETENTION_DAYS", 400)
 
     def _requests(self):
         self.TOKEN_PREFIX = os.environ.get("TOKEN_PREFIX", "rapi_")

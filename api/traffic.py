@@ -1,10 +1,19 @@
-"""Traffic over time: the series behind ``/stats`` and ``/api/stats``, and who may see errors."""
+"""Traffic over time: the series behind ``/stats`` and ``/api/stats``, and who may see errors.
+
+The series come from the app's ``storage.SeriesCache``: completed hours are read once per
+process, the open ones on every request, so a view costs the same whatever the history's
+length and still counts itself.
+"""
+
+from flask import current_app
 
 from . import counting, storage
 from .auth import auth, refuse
+from .config import require
 
 HOURS = 48
 DAYS = 30
+NAMES = ("hits", "errors")
 
 
 def errors_visible():
@@ -32,16 +41,17 @@ def _rows(key, series):
 
 def report(include_errors):
     """Totals and per-hour and per-day counts; errors only when the caller may see them."""
-    names = ("hits", "errors") if include_errors else ("hits",)
+    names = NAMES if include_errors else NAMES[:1]
     # One clock reading for every series, so that their hours line up.
     now = storage.clock.utcnow()
     totals = {"hits": counting.current_hits()}
     if include_errors:
         totals["errors"] = storage.read_counter("errors")
+    per_hour, per_day = current_app.extensions["traffic_series"].read(HOURS, DAYS, now)
     return {
         "totals": totals,
-        "per_hour": _rows("hour", {n: storage.counts_per_hour(n, HOURS, now) for n in names}),
-        "per_day": _rows("day", {n: storage.counts_per_day(n, DAYS, now) for n in names}),
+        "per_hour": _rows("hour", {n: per_hour[n] for n in names}),
+        "per_day": _rows("day", {n: per_day[n] for n in names}),
     }
 
 
@@ -52,3 +62,14 @@ def as_json(report):
         "per_hour": [{**row, "hour": row["hour"].isoformat() + "Z"} for row in report["per_hour"]],
         "per_day": [{**row, "day": row["day"].isoformat()} for row in report["per_day"]],
     }
+
+
+def init_app(app):
+    """Keep this process's series, once the hourly rows are known to outlive every chart."""
+    require(
+        app.config,
+        "COUNTER_HOURS_RETENTION_DAYS",
+        lambda days: days == 0 or days > DAYS,
+        f"0 (keep every hour) or more than the {DAYS} days the charts draw",
+    )
+    app.extensions["traffic_series"] = storage.SeriesCache(NAMES)

@@ -35,6 +35,7 @@ APP_ENV = (
     "DB_STATEMENT_TIMEOUT_MS",
     "ALLOW_EPHEMERAL_SQLITE",
     "COUNTER_SLOTS",
+    "COUNTER_HOURS_RETENTION_DAYS",
     "MAX_CONTENT_LENGTH",
     "RATELIMIT_ENABLED",
     "RATELIMIT_STORAGE_URI",
@@ -55,15 +56,25 @@ APP_ENV = (
     "SQLITE_BUSY_TIMEOUT_MS",
 )
 
+# Apps built in this process keep every hour: a process prunes old hours on a thread of its
+# own at its first increment, and hundreds of short-lived test apps would each start one on
+# a database their test is about to drop. The retention tests ask for it; real servers started
+# by the tests run with the default (harness/servers.py drops this setting).
+IN_PROCESS_ENV = {"COUNTER_HOURS_RETENTION_DAYS": "0"}
+
+
 # Gone before any test module is imported, too: some build an app at collection time.
 for _name in APP_ENV:
     os.environ.pop(_name, None)
+os.environ.update(IN_PROCESS_ENV)
 
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch):
     for name in APP_ENV:
         monkeypatch.delenv(name, raising=False)
+    for name, value in IN_PROCESS_ENV.items():
+        monkeypatch.setenv(name, value)
 
 
 def migrate(url):

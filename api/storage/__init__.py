@@ -6,17 +6,19 @@ build SQL themselves, so that each query can be read, tuned and tested in one pl
 - ``tables.py``: the tables (the migrations create them);
 - ``engine.py``: the engine, what each connection is told, health checks, the migration lock;
 - ``counter_writer.py``: every hit's increment, one path for SQLite and one for PostgreSQL;
-- ``counter_reads.py``: totals and the per-hour and per-day series;
+- ``counter_reads.py``: totals, and the per-hour and per-day series with completed hours kept;
+- ``retention.py``: how long hourly rows are kept, and their daily pruning;
 - ``token_store.py``: token hashes, names and dates;
 - ``clock.py``: the one clock stored times come from (tests move ``storage.clock.utcnow``).
 """
 
 from .. import group_commit
 from . import clock
-from .counter_reads import counts_per_day, counts_per_hour, read_counter
+from .counter_reads import SEALED_AFTER, SeriesCache, counts_per_day, counts_per_hour, read_counter
 from .counter_writer import increment_counter, writer_for
 from .engine import MIGRATION_LOCK_KEY, database_reachable, migration_lock, reading
 from .engine import bind as _bind
+from .retention import prune_counter_hours
 from .tables import MAX_COUNTER_SLOTS, counter_hours, counters, db, tokens
 from .token_store import (
     DuplicateName,
@@ -30,6 +32,8 @@ from .token_store import (
 __all__ = [
     "MAX_COUNTER_SLOTS",
     "MIGRATION_LOCK_KEY",
+    "SEALED_AFTER",
+    "SeriesCache",
     "DuplicateName",
     "UnknownName",
     "clock",
@@ -45,6 +49,7 @@ __all__ = [
     "init_app",
     "list_tokens",
     "migration_lock",
+    "prune_counter_hours",
     "read_counter",
     "reading",
     "revoke_token",
@@ -56,5 +61,5 @@ def init_app(app):
     """Bind the database to the app, and give each process a counter writer that batches
     concurrent increments into shared transactions (api/group_commit.py)."""
     engine = _bind(app)
-    writer = writer_for(engine, app.config["COUNTER_SLOTS"])
+    writer = writer_for(engine, app.config)
     app.extensions["counter_commits"] = group_commit.GroupCommit(writer)

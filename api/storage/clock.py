@@ -8,6 +8,11 @@ def utcnow():
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def hour_of(moment):
+    """The hour a moment falls in."""
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
 def current_hour():
     """The UTC hour an increment made now belongs to."""
-    return utcnow().replace(minute=0, second=0, microsecond=0)
+    return hour_of(utcnow())

@@ -21,13 +21,21 @@ import fcntl
 import operator
 import os
 import random
+from datetime import datetime, time, timedelta
 
 import sqlalchemy as sa
 from flask import current_app
 
+from . import retention
 from .clock import current_hour
 from .counter_reads import TOTAL_SQL
 from .engine import closed_by_server, server_unavailable
+
+# The longest a batch may take from reading its hour to its commit. Readers take an hour as
+# final SEALED_AFTER past its end (counter_reads.py), so its increments must all be in by
+# then: PostgreSQL's statement is cut at this (a shorter DB_STATEMENT_TIMEOUT_MS stands), and
+# a SQLite batch that waited into the next hour is stamped again before it commits.
+WRITE_DEADLINE = timedelta(minutes=1)
 
 # One counter's total row, bumped; and the same for its hour's row.
 BUMP_TOTAL_SQL = (
@@ -72,11 +80,10 @@ def increment_counter(name, amount=1):
     return current_app.extensions["counter_commits"].increment(name, amount)
 
 
-def writer_for(engine, slots):
-    """The writer for this engine's database."""
-    if engine.dialect.name == "postgresql":
-        return PostgreSQLWriter(engine, slots)
-    return SQLiteWriter(engine, slots)
+def writer_for(engine, config):
+    """The writer for this engine's database, sized and bounded by the app's config."""
+    writer = PostgreSQLWriter if engine.dialect.name == "postgresql" else SQLiteWriter
+    return writer(engine, config)
 
 
 def compiled(statement, dialect):
@@ -94,21 +101,34 @@ def compiled(statement, dialect):
 class Writer:
     """What both writers share: the connection kept for the process, and failing cleanly."""
 
-    def __init__(self, engine, slots):
+    def __init__(self, engine, config):
         self.engine = engine
-        self.slots = slots
+        self.slots = config["COUNTER_SLOTS"]
+        self.keep_days = config["COUNTER_HOURS_RETENTION_DAYS"]
         self._connection = self._pid = None
+        # The first batch of each process prunes old hourly rows, then the first of each day.
+        self._prune_at = datetime.min if self.keep_days else datetime.max
         sa.event.listen(engine, "engine_disposed", self.close)
 
     def __call__(self, amounts):
         """Add every amount in one transaction; return each counter's total after it."""
-        params = {"hour": current_hour(), "slot": random.randrange(self.slots)}  # noqa: S311
+        params = {"slot": random.randrange(self.slots)}  # noqa: S311
         try:
             if self._connection is None or self._pid != os.getpid() or not self._usable():
                 self._connect()
+            params["hour"] = hour = current_hour()
+            if hour >= self._prune_at:
+                self._prune(hour)
             return self._commit(amounts, params)
         except Exception as e:
             raise self._failed(e, params) from e
+
+    def _prune(self, hour):
+        """Start pruning on a thread of its own, and set the next day's time: a random
+        moment in its first hour, so that the dynos of one database do not all start at once."""
+        jitter = timedelta(seconds=random.randrange(3600))  # noqa: S311
+        self._prune_at = datetime.combine(hour.date() + timedelta(days=1), time.min) + jitter
+        retention.prune_in_background(self.engine, self.keep_days)
 
     def _usable(self):
         return True
@@ -158,8 +178,8 @@ class Writer:
 class SQLiteWriter(Writer):
     """Bumps each counter's hour and total, then commits, taking turns on a lock file."""
 
-    def __init__(self, engine, slots):
-        super().__init__(engine, slots)
+    def __init__(self, engine, config):
+        super().__init__(engine, config)
         self._statements = [
             compiled(s, engine.dialect) for s in (BUMP_HOUR, BUMP_TOTAL_RETURNING_SUM)
         ]
@@ -182,14 +202,21 @@ class SQLiteWriter(Writer):
         if turns is not None:
             fcntl.flock(turns, fcntl.LOCK_EX)
         try:
-            totals = {}
-            for name, amount in amounts.items():
-                params["name"], params["amount"] = name, amount
-                for statement, arguments in self._statements:
-                    cursor.execute(statement, arguments(params))
-                totals[name] = cursor.fetchone()[0]
-            self._dbapi_connection.commit()
-            return totals
+            while True:
+                totals = {}
+                for name, amount in amounts.items():
+                    params["name"], params["amount"] = name, amount
+                    for statement, arguments in self._statements:
+                        cursor.execute(statement, arguments(params))
+                    totals[name] = cursor.fetchone()[0]
+                hour = current_hour()
+                if hour == params["hour"]:
+                    self._dbapi_connection.commit()
+                    return totals
+                # The turn or SQLite's lock took the batch into another hour, which readers
+                # may already hold as final: stamp it with the hour it commits in.
+                self._dbapi_connection.rollback()
+                params["hour"] = hour
         finally:
             if turns is not None:
                 fcntl.flock(turns, fcntl.LOCK_UN)
@@ -204,9 +231,12 @@ class SQLiteWriter(Writer):
 class PostgreSQLWriter(Writer):
     """Adds the whole batch in one autocommit statement: one transaction, one round trip."""
 
-    def __init__(self, engine, slots):
-        super().__init__(engine, slots)
+    def __init__(self, engine, config):
+        super().__init__(engine, config)
         self._statement, self._arguments = compiled(INCREMENT_BATCH, engine.dialect)
+        deadline = int(WRITE_DEADLINE.total_seconds() * 1000)
+        configured = config["DB_STATEMENT_TIMEOUT_MS"]
+        self._timeout_ms = min(configured, deadline) if configured else deadline
 
     def _usable(self):
         """Whether the server has sent nothing unasked; a connection it closed reads as EOF.
@@ -223,6 +253,7 @@ class PostgreSQLWriter(Writer):
     def _connect(self):
         super()._connect()
         self._dbapi_connection.autocommit = True
+        self._cursor.execute(f"SET statement_timeout = {int(self._timeout_ms)}")
 
     def _commit(self, amounts, params):
         params["names"], params["amounts"] = list(amounts), list(amounts.values())

@@ -1,0 +1,260 @@
+"""The traffic series with completed hours kept per process: exact against a from-scratch
+computation over a long history, across hour boundaries, on both databases; and retention."""
+
+import threading
+from datetime import datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from api import create_app, storage, traffic
+from api.config import InvalidSetting
+from api.storage import counter_writer, retention
+
+# A few minutes into an hour: the hour before is still open to late commits.
+START = datetime(2026, 3, 10, 13, 58, 30)
+HISTORY_DAYS = 450
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request):
+    """A migrated database on each backend the service supports."""
+    return request.getfixturevalue("database_url" if request.param == "sqlite" else "pg_url")
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The one clock stored times come from, set by the test."""
+
+    class Clock:
+        now = START
+
+        def set(self, moment):
+            self.now = moment
+
+    clock = Clock()
+    monkeypatch.setattr(storage.clock, "utcnow", lambda: clock.now)
+    return clock
+
+
+@pytest.fixture
+def processes(url):
+    """Two apps on one database, as two worker processes or two dynos are."""
+    apps = [create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url}) for _ in range(2)]
+    yield apps
+    for app in apps:
+        with app.app_context():
+            storage.db.engine.dispose()
+
+
+def seed(app, days, until, slots=(0, 3)):
+    """Every hour of ``days`` days before ``until`` for hits and errors, over two slots, with
+    counts that differ from hour to hour; the counters' totals to match."""
+    first = storage.clock.hour_of(until) - timedelta(days=days)
+    rows, totals = [], {"hits": 0, "errors": 0}
+    for i in range(days * 24):
+        hour = first + timedelta(hours=i)
+        for slot in slots:
+            hits = 1 + (i * 7 + slot) % 23
+            rows.append({"name": "hits", "hour": hour, "slot": slot, "value": hits})
+            rows.append({"name": "errors", "hour": hour, "slot": slot, "value": hits % 5})
+            totals["hits"] += hits
+            totals["errors"] += hits % 5
+    with app.app_context(), storage.db.engine.begin() as conn:
+        conn.execute(sa.insert(storage.counter_hours), rows)
+        conn.execute(
+            sa.insert(storage.counters),
+            [{"name": name, "slot": 0, "value": total} for name, total in totals.items()],
+        )
+    return len(rows)
+
+
+def cached(app, now):
+    with app.app_context():
+        return app.extensions["traffic_series"].read(traffic.HOURS, traffic.DAYS, now)
+
+
+def from_scratch(app, now):
+    with app.app_context():
+        hours = {n: storage.counts_per_hour(n, traffic.HOURS, now) for n in traffic.NAMES}
+        days = {n: storage.counts_per_day(n, traffic.DAYS, now) for n in traffic.NAMES}
+    return hours, days
+
+
+def increment(app, name="hits", amount=1):
+    with app.app_context():
+        storage.increment_counter(name, amount)
+
+
+def test_series_match_a_from_scratch_computation_across_hour_boundaries(processes, clock):
+    first, second = processes
+    seed(first, HISTORY_DAYS, START)
+    moments = [
+        START,  # the hour before still open
+        START + timedelta(minutes=1, seconds=29),  # 14:00:00 minus a second
+        START + timedelta(minutes=1, seconds=31),  # a new hour, the last two still open
+        START + timedelta(minutes=6, seconds=31),  # 13:00 has just become final
+        START + timedelta(minutes=61, seconds=31),  # 15:00: 14:00 open until 15:05
+        START + timedelta(minutes=67),  # 14:00 final
+        datetime(2026, 3, 11, 0, 0, 1),  # a new day
+        datetime(2026, 3, 11, 0, 6),  # yesterday's last hour final
+        datetime(2026, 3, 12, 9, 30),  # a day and more later
+    ]
+    for step, moment in enumerate(moments):
+        clock.set(moment)
+        # Both processes count in the current hour, and each reads after every increment.
+        increment(first, amount=step + 1)
+        assert cached(first, moment) == from_scratch(first, moment)
+        increment(second, "errors", amount=2)
+        increment(second)
+        expected = from_scratch(second, moment)
+        assert cached(second, moment) == expected
+        assert cached(first, moment) == expected
+        per_hour, per_day = expected
+        assert len(per_hour["hits"]) == traffic.HOURS
+        assert len(per_day["hits"]) == traffic.DAYS
+        assert per_hour["hits"][-1][0] == storage.clock.hour_of(moment)
+
+
+def test_a_completed_hour_is_read_once_per_process(processes, clock):
+    """After its first read, a process asks the database only for the open hours: a row
+    written into a completed hour behind its back (no writer of the service would) is not
+    seen by the process that holds that hour, and is seen by a process that reads it fresh."""
+    first, second = processes
+    seed(first, 40, START)
+    statements = []
+    with first.app_context():
+        engine = storage.db.engine
+
+        def record(_conn, _cursor, statement, parameters, _context, _many):
+            if "counter_hours" in statement:
+                statements.append(parameters)
+
+        sa.event.listen(engine, "before_cursor_execute", record)
+    cached(first, START)
+    statements.clear()
+    for seconds in (1, 20, 40):
+        cached(first, START + timedelta(seconds=seconds))
+    # One query per read, for the open hours only.
+    assert len(statements) == 3
+
+    done = storage.clock.hour_of(START) - timedelta(hours=5)
+    with first.app_context(), storage.db.engine.begin() as conn:
+        conn.execute(
+            sa.insert(storage.counter_hours),
+            {"name": "hits", "hour": done, "slot": 9, "value": 1000},
+        )
+    hour_count = dict(cached(first, START)[0]["hits"])[done]
+    assert dict(cached(second, START)[0]["hits"])[done] == hour_count + 1000
+
+
+def test_the_pages_read_the_kept_series(make_app, clock):
+    app = make_app()
+    seed(app, 60, START)
+    client = app.test_client()
+    for _ in range(3):
+        body = client.get("/api/stats").get_json()["content"]
+    hours, days = from_scratch(app, START)
+    assert [row["hits"] for row in body["per_hour"]] == [n for _, n in hours["hits"]]
+    assert [row["hits"] for row in body["per_day"]] == [n for _, n in days["hits"]]
+    assert client.get("/stats").status_code == 200
+
+
+def test_a_batch_that_waits_into_the_next_hour_is_stamped_with_it(app, monkeypatch):
+    """A SQLite batch reads its hour before it has the lock; should the lock take it past the
+    hour's end, it is stamped again before it commits, never left in a completed hour."""
+    readings = iter([datetime(2026, 3, 10, 13, 59, 59, 999000)] + [datetime(2026, 3, 10, 14)] * 5)
+    monkeypatch.setattr(storage.clock, "utcnow", lambda: next(readings))
+    increment(app, amount=5)
+    monkeypatch.undo()
+    with app.app_context(), storage.reading() as conn:
+        rows = conn.execute(
+            sa.select(storage.counter_hours.c.hour, storage.counter_hours.c.value)
+        ).all()
+    assert rows == [(datetime(2026, 3, 10, 14), 5)]
+
+
+def test_postgresql_writer_statements_end_before_their_hour_is_final(pg_url):
+    """Whatever DB_STATEMENT_TIMEOUT_MS says, even 0 (no limit), a batch cannot outlive the
+    minute after its hour that readers wait for."""
+    assert counter_writer.WRITE_DEADLINE < storage.SEALED_AFTER
+    for configured, expected in ((0, "1min"), (5000, "5s"), (600_000, "1min")):
+        app = create_app({"SQLALCHEMY_DATABASE_URI": pg_url, "DB_STATEMENT_TIMEOUT_MS": configured})
+        increment(app)
+        writer = app.extensions["counter_commits"]._commit
+        writer._cursor.execute("SHOW statement_timeout")
+        assert writer._cursor.fetchone()[0] == expected
+        with app.app_context():
+            storage.db.engine.dispose()
+
+
+def hourly_rows(app):
+    with app.app_context(), storage.reading() as conn:
+        return conn.execute(
+            sa.select(storage.counter_hours.c.name, sa.func.min(storage.counter_hours.c.hour))
+            .group_by(storage.counter_hours.c.name)
+            .order_by(storage.counter_hours.c.name)
+        ).all()
+
+
+def totals(app):
+    with app.app_context():
+        return storage.read_counter("hits"), storage.read_counter("errors")
+
+
+def test_pruning_deletes_hours_before_the_retention_and_keeps_totals(processes, clock):
+    app = processes[0]
+    seed(app, 500, START)
+    before = totals(app)
+    with app.app_context():
+        deleted = storage.prune_counter_hours(storage.db.engine, 400)
+        assert storage.prune_counter_hours(storage.db.engine, 400) == 0
+    cutoff = datetime(2025, 2, 3)  # midnight UTC 400 days before 2026-03-10
+    assert deleted == 2 * 2 * 24 * 100 - 2 * 2 * 13  # 100 days and 13 hours of 2 × 2 rows
+    assert hourly_rows(app) == [("errors", cutoff), ("hits", cutoff)]
+    assert totals(app) == before
+    # The charts' windows are whole.
+    assert cached(app, START) == from_scratch(processes[1], START)
+
+
+def test_the_first_batch_of_a_process_prunes_in_the_background(url, clock):
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "COUNTER_HOURS_RETENTION_DAYS": 40})
+    seed(app, 60, START)
+    increment(app)
+    deadline = datetime.now() + timedelta(seconds=20)
+    while min(h for _, h in hourly_rows(app)) < datetime(2026, 1, 29) and datetime.now() < deadline:
+        threading.Event().wait(0.05)
+    assert hourly_rows(app) == [("errors", datetime(2026, 1, 29)), ("hits", datetime(2026, 1, 29))]
+    # The next prune is set for the first hour of the next UTC day.
+    writer = app.extensions["counter_commits"]._commit
+    assert datetime(2026, 3, 11) <= writer._prune_at < datetime(2026, 3, 11, 1)
+    with app.app_context():
+        storage.db.engine.dispose()
+
+
+def test_zero_keeps_every_hour(url, clock):
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "COUNTER_HOURS_RETENTION_DAYS": 0})
+    seed(app, 500, START)
+    increment(app)
+    assert app.extensions["counter_commits"]._commit._prune_at == datetime.max
+    assert hourly_rows(app)[0][1] == START.replace(minute=0, second=0) - timedelta(days=500)
+    with app.app_context():
+        storage.db.engine.dispose()
+
+
+def test_pruning_skips_while_another_postgresql_process_prunes(pg_url):
+    app = create_app({"SQLALCHEMY_DATABASE_URI": pg_url})
+    seed(app, 500, START)
+    with app.app_context():
+        engine = storage.db.engine
+        with engine.begin() as holder:
+            holder.execute(sa.select(sa.func.pg_advisory_xact_lock(retention.PRUNE_LOCK_KEY)))
+            assert storage.prune_counter_hours(engine, 400, now=START) is None
+        assert storage.prune_counter_hours(engine, 400, now=START) > 0
+        engine.dispose()
+
+
+@pytest.mark.parametrize("days", [1, 30, -5])
+def test_a_retention_shorter_than_the_charts_is_refused(database_url, days):
+    with pytest.raises(InvalidSetting, match="COUNTER_HOURS_RETENTION_DAYS"):
+        create_app({"SQLALCHEMY_DATABASE_URI": database_url, "COUNTER_HOURS_RETENTION_DAYS": days})
