@@ -29,38 +29,62 @@ def errors_visible():
     return False
 
 
-def _rows(key, series):
-    """One row per hour or day, with a count per counter: ``{key: when, "hits": n, ...}``."""
+def _rows(key, series, names, part):
+    """One row per hour or day of ``series[name][part]``: ``{key: when, "hits": n, ...}``."""
     rows = []
-    for points in zip(*series.values(), strict=True):
+    for points in zip(*(series[name][part] for name in names), strict=True):
         row = {key: points[0][0]}
-        row.update((name, count) for name, (_, count) in zip(series, points, strict=True))
+        for name, (_, count) in zip(names, points, strict=True):
+            row[name] = count
         rows.append(row)
     return rows
 
 
+def _table(window, key, names, convert=None):
+    """The rows of one series, those of completed hours or days built once per window."""
+    series = window.per_hour if key == "hour" else window.per_day
+    done = window.done_hours if key == "hour" else window.done_days
+
+    def rows(part):
+        built = _rows(key, series, names, part)
+        return built if convert is None else [{**row, key: convert(row[key])} for row in built]
+
+    head = window.memo((key, convert, *window.key), lambda: rows(slice(0, done)))
+    return head + rows(slice(done, None))
+
+
 def report(include_errors):
     """Totals and per-hour and per-day counts; errors only when the caller may see them."""
-    names = NAMES if include_errors else NAMES[:1]
     # One clock reading for every series, so that their hours line up.
     now = storage.clock.utcnow()
     totals = {"hits": counting.current_hits()}
     if include_errors:
         totals["errors"] = storage.read_counter("errors")
-    per_hour, per_day = current_app.extensions["traffic_series"].read(HOURS, DAYS, now)
+    window = current_app.extensions["traffic_series"].read(HOURS, DAYS, now, totals)
+    names = tuple(totals)
     return {
         "totals": totals,
-        "per_hour": _rows("hour", {n: per_hour[n] for n in names}),
-        "per_day": _rows("day", {n: per_day[n] for n in names}),
+        "per_hour": _table(window, "hour", names),
+        "per_day": _table(window, "day", names),
+        "window": window,
     }
+
+
+def _utc_hour(hour):
+    return hour.isoformat() + "Z"
+
+
+def _iso_day(day):
+    return day.isoformat()
 
 
 def as_json(report):
     """The report with its hours and days as ISO 8601 strings, hours marked as UTC."""
+    window, names = report["window"], tuple(report["totals"])
     return {
         "totals": report["totals"],
-        "per_hour": [{**row, "hour": row["hour"].isoformat() + "Z"} for row in report["per_hour"]],
-        "per_day": [{**row, "day": row["day"].isoformat()} for row in report["per_day"]],
+        "per_hour": _table(window, "hour", names, _utc_hour),
+        "per_day": _table(window, "day", names, _iso_day),
     }
 
 
