@@ -52,6 +52,9 @@ class Chart:
     gridlines: list
     height: int = HEIGHT
     baseline: int = BOTTOM
+    # The first ``done`` bars are final; ``top`` is the value axis's top.
+    done: int = 0
+    top: int = 1
 
     @property
     def total(self):
@@ -82,42 +85,62 @@ def axis(largest):
     return [step * i for i in range(1, max(math.ceil(largest / step), 1) + 1)]
 
 
-def bar_chart(title, rows, key, series, label, tick):
+def no_memo(_key, build):
+    return build()
+
+
+def bar_chart(title, rows, key, series, label, tick, done=0, memo=no_memo):
     """Bars for rows like ``{key: when, "hits": 3, "errors": 1}``, drawn one series over another.
 
     ``label(when)`` names a bar for its tooltip; ``tick(index, when)`` returns an axis label
-    or None for bars without one.
+    or None for bars without one. The first ``done`` rows are final: their bars are drawn
+    once per scale, through ``memo(key, build)``.
     """
     lines = axis(max((row[name] for row in rows for name in series), default=0))
     top = lines[-1]
     slot = 100 / max(len(rows), 1)
     plot = BOTTOM - TOP
-    bars, ticks = [], []
-    for index, row in enumerate(rows):
-        x = index * slot
-        rects = {}
-        for name in series:
-            height = plot * row[name] / top
-            rects[name] = (round(BOTTOM - height, 2), round(height, 2))
-        bars.append(
-            Bar(
-                x=round(x + slot * (1 - BAR_SHARE) / 2, 3),
-                width=round(slot * BAR_SHARE, 3),
-                slot_x=round(x, 3),
-                slot_width=round(slot, 3),
-                label=label(row[key]),
-                values={name: row[name] for name in series},
-                rects=rects,
+
+    def draw(start, stop):
+        bars, ticks = [], []
+        for index in range(start, stop):
+            row = rows[index]
+            x = index * slot
+            rects = {}
+            for name in series:
+                height = plot * row[name] / top
+                rects[name] = (round(BOTTOM - height, 2), round(height, 2))
+            bars.append(
+                Bar(
+                    x=round(x + slot * (1 - BAR_SHARE) / 2, 3),
+                    width=round(slot * BAR_SHARE, 3),
+                    slot_x=round(x, 3),
+                    slot_width=round(slot, 3),
+                    label=label(row[key]),
+                    values={name: row[name] for name in series},
+                    rects=rects,
+                )
             )
-        )
-        text = tick(index, row[key])
-        if text:
-            center = x + slot / 2
-            anchor = "start" if center < 6 else "end" if center > 94 else "middle"
-            edge = {"start": x, "end": x + slot, "middle": center}[anchor]
-            ticks.append(Tick(round(edge, 3), text, anchor))
+            text = tick(index, row[key])
+            if text:
+                center = x + slot / 2
+                anchor = "start" if center < 6 else "end" if center > 94 else "middle"
+                edge = {"start": x, "end": x + slot, "middle": center}[anchor]
+                ticks.append(Tick(round(edge, 3), text, anchor))
+        return bars, ticks
+
+    done_bars, done_ticks = memo(("bars", title, series, top, done), lambda: draw(0, done))
+    bars, ticks = draw(done, len(rows))
     gridlines = [Gridline(round(BOTTOM - plot * value / top, 2), f"{value:,}") for value in lines]
-    return Chart(title=title, series=series, bars=bars, ticks=ticks, gridlines=gridlines)
+    return Chart(
+        title=title,
+        series=series,
+        bars=done_bars + bars,
+        ticks=done_ticks + ticks,
+        gridlines=gridlines,
+        done=done,
+        top=top,
+    )
 
 
 def hour_tick(_index, _count, hour):
@@ -139,7 +162,7 @@ CHARTS = {
 }
 
 
-def series_chart(key, rows, series):
+def series_chart(key, rows, series, done=0, memo=no_memo):
     """Hits (and errors) per UTC hour or day, from rows keyed by ``key``."""
     title, label, tick = CHARTS[key]
     count = len(rows)
@@ -150,14 +173,16 @@ def series_chart(key, rows, series):
         series,
         label=lambda when: when.strftime(label),
         tick=lambda index, when: tick(index, count, when),
+        done=done,
+        memo=memo,
     )
 
 
-def hourly_chart(rows, series):
+def hourly_chart(rows, series, done=0, memo=no_memo):
     """Hits (and errors) per UTC hour, with the date at each midnight and noon marked."""
-    return series_chart("hour", rows, series)
+    return series_chart("hour", rows, series, done, memo)
 
 
-def daily_chart(rows, series):
+def daily_chart(rows, series, done=0, memo=no_memo):
     """Hits (and errors) per UTC day, with every seventh day counted back from today marked."""
-    return series_chart("day", rows, series)
+    return series_chart("day", rows, series, done, memo)

@@ -9,12 +9,13 @@ hand a page built from a forged one to everyone after. The examples send their r
 import json
 import re
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, current_app, render_template, request
 
 from . import catalogue, charts, counting, openapi, reference, traffic
 from .auth import optional_token
 from .config import require
 from .example_requests import SHELL_BASE
+from .openapi import rendered
 
 bp = Blueprint("pages", __name__)
 
@@ -37,15 +38,22 @@ def index():
 
 @bp.get("/docs")
 def docs():
+    """The reference, rendered once per app, since nothing on it changes while the app runs
+    (api/openapi/rendered.py); only its links' script root comes from the request."""
+    return rendered.once("docs", render_docs, "text/html", variant=request.script_root).answer()
+
+
+def render_docs():
     """The reference, rendered from the OpenAPI document so that it says what the code does."""
     spec = openapi.document()
     endpoints = reference.endpoints(spec)
     kinds = list(catalogue.KINDS.values())
-    return render_template(
+    page = render_template(
         "docs.html",
         info=spec["info"],
         endpoints=endpoints,
         error_statuses=reference.error_statuses(spec),
+        not_modified_paths=reference.not_modified_paths(spec),
         kinds=kinds,
         public_kind=next(kind for kind in kinds if not kind.private),
         private_kind=next((kind for kind in kinds if kind.private), None),
@@ -56,6 +64,7 @@ def docs():
         static_path=current_app.static_url_path,
         **examples_base(),
     )
+    return page.encode()
 
 
 @bp.get("/stats")
@@ -65,15 +74,36 @@ def stats():
     with_errors = traffic.errors_visible()
     report = traffic.report(include_errors=with_errors)
     series = ("hits", "errors") if with_errors else ("hits",)
+    window = report["window"]
+
+    def memo(key, build):
+        return window.memo((*key, *window.key), build)
+
+    drawn = [
+        charts.hourly_chart(report["per_hour"], series, window.done_hours, memo),
+        charts.daily_chart(report["per_day"], series, window.done_days, memo),
+    ]
     return render_template(
         "stats.html",
         totals=report["totals"],
-        charts=[
-            charts.hourly_chart(report["per_hour"], series),
-            charts.daily_chart(report["per_day"], series),
-        ],
+        charts=[(chart, draw(chart, memo)) for chart in drawn],
         with_errors=with_errors,
     )
+
+
+def draw(chart, memo):
+    """Each bar's SVG and its row in the table, as markup; those of completed hours and days
+    are drawn once per scale (Jinja drawing every bar was most of a view's cost)."""
+    macros = current_app.jinja_env.get_template("_chart.html").module
+
+    def bars(start, stop):
+        part = chart.bars[start:stop]
+        return [macros.bar(b, chart) for b in part], [macros.row(b, chart) for b in part]
+
+    key = ("drawn", chart.title, chart.series, chart.top, chart.done)
+    done_bars, done_rows = memo(key, lambda: bars(0, chart.done))
+    open_bars, open_rows = bars(chart.done, len(chart.bars))
+    return {"bars": done_bars + open_bars, "rows": done_rows + open_rows}
 
 
 def json_text(value):

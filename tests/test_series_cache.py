@@ -1,6 +1,7 @@
 """The traffic series with completed hours kept per process: exact against a from-scratch
 computation over a long history, across hour boundaries, on both databases; and retention."""
 
+import re
 import threading
 from datetime import datetime, timedelta
 
@@ -10,6 +11,8 @@ import sqlalchemy as sa
 from api import create_app, storage, traffic
 from api.config import InvalidSetting
 from api.storage import counter_writer, retention
+
+from .conftest import mint
 
 # A minute and a half before an hour ends.
 START = datetime(2026, 3, 10, 13, 58, 30)
@@ -40,7 +43,8 @@ def clock(monkeypatch):
 @pytest.fixture
 def processes(url):
     """Two apps on one database, as two worker processes or two dynos are."""
-    apps = [create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": url}) for _ in range(2)]
+    config = {"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "ACCESS_LOG": False}
+    apps = [create_app(config) for _ in range(2)]
     yield apps
     for app in apps:
         with app.app_context():
@@ -271,3 +275,39 @@ def test_pruning_skips_while_another_postgresql_process_prunes(pg_url):
 def test_a_retention_shorter_than_the_charts_is_refused(database_url, days):
     with pytest.raises(InvalidSetting, match="COUNTER_HOURS_RETENTION_DAYS"):
         create_app({"SQLALCHEMY_DATABASE_URI": database_url, "COUNTER_HOURS_RETENTION_DAYS": days})
+
+
+def completed_bars(page):
+    """The bars and table rows of completed hours and days: all but each chart's last bar and
+    its table's first row, which are still growing."""
+    charts = page.split("<figure")[1:]
+    parts = []
+    for chart in charts:
+        bars = re.findall(r'<g class="bar">.*?</g>', chart, re.S)
+        rows = re.findall(r"<tr><td>.*?</tr>", chart, re.S)
+        parts.append((bars[:-1], rows[1:]))
+    return parts
+
+
+def test_the_page_draws_completed_bars_once_and_as_a_fresh_process_would(
+    processes, clock, monkeypatch
+):
+    first, second = processes
+    seed(first, 40, START)
+    token = mint(first, "stats-reader")
+    headers = {"Authorization": f"Bearer {token}"}
+    warm = first.test_client()
+    for _ in range(3):
+        warm.get("/stats", headers=headers)
+    drawn = []
+    macros = first.jinja_env.get_template("_chart.html").module
+    for name in ("bar", "row"):
+        macro = getattr(macros, name)
+        monkeypatch.setattr(macros, name, lambda *a, macro=macro: drawn.append(a) or macro(*a))
+    page = warm.get("/stats", headers=headers).get_data(as_text=True)
+    fresh = second.test_client().get("/stats", headers=headers).get_data(as_text=True)
+    # The bars of both charts, drawn from memory in one process and from scratch in another.
+    assert completed_bars(page) == completed_bars(fresh)
+    assert [len(bars) for bars, _ in completed_bars(page)] == [traffic.HOURS - 1, traffic.DAYS - 1]
+    # The warm view drew only the open bar and row of each chart.
+    assert len(drawn) == 2 * 2
