@@ -30,14 +30,14 @@ class Bar:
     rects: dict
 
 
-@dataclass
+@dataclass(frozen=True)
 class Tick:
     x: float
     label: str
     anchor: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class Gridline:
     y: float
     label: str
