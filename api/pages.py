@@ -10,6 +10,7 @@ import json
 import re
 
 from flask import Blueprint, current_app, render_template, request
+from markupsafe import Markup
 
 from . import catalogue, charts, counting, openapi, reference, traffic
 from .auth import optional_token
@@ -92,18 +93,29 @@ def stats():
 
 
 def draw(chart, memo):
-    """Each bar's SVG and its row in the table, as markup; those of completed hours and days
-    are drawn once per scale (Jinja drawing every bar was most of a view's cost)."""
+    """A chart's parts as markup: the bars and table rows of completed hours and days once
+    per scale, the axes once per scale or window, the open bars and rows on every view
+    (Jinja drawing every bar was most of a view's cost)."""
     macros = current_app.jinja_env.get_template("_chart.html").module
 
     def bars(start, stop):
+        """The bars in order, and the table's rows newest first, as markup."""
         part = chart.bars[start:stop]
-        return [macros.bar(b, chart) for b in part], [macros.row(b, chart) for b in part]
+        drawn = Markup().join(macros.bar(bar, chart) for bar in part)
+        rows = Markup().join(macros.row(bar, chart) for bar in reversed(part))
+        return drawn, rows
 
     key = ("drawn", chart.title, chart.series, chart.top, chart.done)
     done_bars, done_rows = memo(key, lambda: bars(0, chart.done))
     open_bars, open_rows = bars(chart.done, len(chart.bars))
-    return {"bars": done_bars + open_bars, "rows": done_rows + open_rows}
+    ticks = tuple(chart.ticks)
+    return {
+        "bars": done_bars + open_bars,
+        "rows": open_rows + done_rows,
+        "value_axis": memo(("axis", chart.top), lambda: macros.value_axis(chart)),
+        "grid": memo(("grid", chart.top), lambda: macros.grid(chart)),
+        "ticks": memo(("ticks", chart.title, ticks), lambda: macros.ticks(chart)),
+    }
 
 
 def json_text(value):
