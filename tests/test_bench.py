@@ -1,5 +1,11 @@
 """The bench's own verdicts: a count check or a floor that cannot fail would flatter the table."""
 
+from datetime import datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from api import create_app, storage
 from bench import run
 
 
@@ -58,3 +64,88 @@ def test_a_missed_target_is_a_failed_verdict():
     )
     failed_count = run.verdicts(rows, "sqlite", problems=["LOST 1 hits"])[0]
     assert failed_count[:2] == (False, True)  # a lost hit always fails the bench
+
+
+def test_phases_are_chosen_by_name_and_run_in_the_benchs_order():
+    assert run.chosen_phases("") == ["hits", "pages"]
+    assert run.chosen_phases("pages") == ["pages"]
+    assert run.chosen_phases(" pages, hits ") == ["hits", "pages"]
+    with pytest.raises(ValueError, match="BENCH_PHASES names page;"):
+        run.chosen_phases("page")
+
+
+def test_a_seeded_history_holds_every_hour_and_slot_and_totals_that_agree():
+    last = datetime(2026, 3, 1, 1)  # the hours run back across a day and a month
+    hour_rows, total_rows = run.history_rows(last, days=3, slots=4)
+    assert len(hour_rows) == 3 * 24 * 4 * len(run.SEEDED)
+    hours = {row["hour"] for row in hour_rows}
+    assert hours == {last - timedelta(hours=n) for n in range(3 * 24)}
+    assert len({(r["name"], r["hour"], r["slot"]) for r in hour_rows}) == len(hour_rows)
+    assert min(row["amount"] for row in hour_rows) >= 1
+    for total in total_rows:
+        assert total["amount"] == sum(
+            r["amount"]
+            for r in hour_rows
+            if (r["name"], r["slot"]) == (total["name"], total["slot"])
+        )
+    assert {(t["name"], t["slot"]) for t in total_rows} == {
+        (name, slot) for name in run.SEEDED for slot in range(4)
+    }
+
+
+def test_a_seeded_history_is_stored_as_the_writer_stores_hits(database_url, monkeypatch):
+    """Forty days, more than the series read, in a real SQLite file: the totals are the hours'
+    sums, the series read full, and the next hit bumps the seeded row of its hour and slot
+    rather than adding one, as it would if the seeded hours were stored in another form."""
+    now = datetime(2026, 3, 1, 1, 30)
+    monkeypatch.setattr(storage.clock, "utcnow", lambda: now)
+    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url})
+    slots = app.config["COUNTER_SLOTS"]
+    assert run.seed_history(database_url, 40, slots) == 40 * 24 * slots * len(run.SEEDED)
+    with app.app_context():
+        count_rows = sa.select(sa.func.count()).select_from(storage.counter_hours)
+        hour_sums = sa.select(
+            storage.counter_hours.c.name, sa.func.sum(storage.counter_hours.c.value)
+        )
+        with storage.reading() as conn:
+            rows = conn.execute(count_rows).scalar_one()
+            sums = dict(conn.execute(hour_sums.group_by(storage.counter_hours.c.name)).all())
+        for name in run.SEEDED:
+            assert storage.read_counter(name) == sums[name]
+        assert all(count for _, count in storage.counts_per_hour("hits", 48))
+        assert all(count for _, count in storage.counts_per_day("hits", 30))
+        assert storage.increment_counter("hits") == sums["hits"] + 1
+        with storage.reading() as conn:
+            assert conn.execute(count_rows).scalar_one() == rows
+
+
+def test_each_page_is_compared_with_hits_on_its_own_server_in_the_same_round():
+    def targets(label, rps):
+        found = {}
+        for path in run.PAGE_PATHS:
+            found[path] = run.Target(f"{path}, {label}", label, path)
+            found[path].runs = [a_run(rps=value) for value in rps[path]]
+        return found
+
+    long = {
+        run.HITS: [100, 200, 400],
+        "/api/stats": [60, 100, 200],  # 0.6, 0.5, 0.5
+        "/stats": [30, 100, 100],  # 0.3, 0.5, 0.25
+        "/docs": [80, 160, 320],  # 0.8 each
+    }
+    # /docs 0.1 lower, which floating point makes 0.10000000000000009: within, as printed.
+    short = {**long, "/stats": [50, 100, 200], "/docs": [70, 140, 280]}  # 0.5; 0.7
+    rows = run.page_table({run.LONG: targets("long", long), run.SHORT: targets("short", short)})
+    by_name = {row["name"]: row for row in rows}
+    assert by_name["/api/stats"][run.LONG]["ratio"] == 0.5
+    assert by_name["/stats"][run.LONG]["ratio"] == 0.3
+    assert by_name["/docs"][run.SHORT]["ratio"] == 0.7
+    assert by_name["/api/stats"][run.LONG]["count"] == "exact"
+    verdicts = run.page_verdicts(rows, problems=[])
+    assert [text for ok, _fatal, text in verdicts if not ok] == [
+        "target: /stats req/s is 0.30 of /api?data=hits's with two years of history "
+        "(target >= 0.4)",
+        "target: /stats ÷ /api?data=hits is 0.50 with one week of history, 0.30 with two years "
+        "(target: within 0.1)",
+    ]
+    assert run.page_verdicts(rows, problems=["LOST 1 hits"])[0][:2] == (False, True)
