@@ -222,14 +222,29 @@ def totals(app):
 def test_pruning_deletes_hours_before_the_retention_and_keeps_totals(processes, clock):
     app = processes[0]
     seed(app, 500, START)
+    # The writer's own rows for the first hour kept and the last one pruned: on SQLite the
+    # writer stores hours as text without microseconds, where the seed above has them.
+    for moment in (datetime(2025, 2, 3, 0, 10), datetime(2025, 2, 2, 23, 50)):
+        clock.set(moment)
+        increment(app, amount=1000)
+    clock.set(START)
     before = totals(app)
     with app.app_context():
         deleted = storage.prune_counter_hours(storage.db.engine, 400)
         assert storage.prune_counter_hours(storage.db.engine, 400) == 0
     cutoff = datetime(2025, 2, 3)  # midnight UTC 400 days before 2026-03-10
-    assert deleted == 2 * 2 * 24 * 100 - 2 * 2 * 13  # 100 days and 13 hours of 2 × 2 rows
+    # 100 days and 13 hours of 2 slots × 2 counters, and the writer's row at 23:00.
+    assert deleted == 2 * 2 * 24 * 100 - 2 * 2 * 13 + 1
     assert hourly_rows(app) == [("errors", cutoff), ("hits", cutoff)]
     assert totals(app) == before
+    with app.app_context(), storage.reading() as conn:
+        kept = conn.execute(
+            sa.select(sa.func.sum(storage.counter_hours.c.value)).where(
+                storage.counter_hours.c.slot < 100,
+                storage.counter_hours.c.hour < datetime(2025, 2, 3, 0, 30),
+            )
+        ).scalar_one()
+    assert kept >= 1000  # the writer's row at midnight stayed
     # The charts' windows are whole.
     assert cached(app, START) == from_scratch(processes[1], START)
 

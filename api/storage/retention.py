@@ -53,9 +53,13 @@ def prune_counter_hours(engine, keep_days, now=None):
                 if oldest is None or oldest >= before:
                     break
                 upto = min(before, datetime.combine(oldest.date() + timedelta(days=1), time.min))
+                # Whole hours compared with a half hour: SQLite keeps them as text, written
+                # with and without microseconds, and a bound of either precision would put
+                # the other's row at the same hour on the wrong side.
                 deleted += conn.execute(
                     sa.delete(counter_hours).where(
-                        counter_hours.c.name == name, counter_hours.c.hour < upto
+                        counter_hours.c.name == name,
+                        counter_hours.c.hour < upto - timedelta(minutes=30),
                     )
                 ).rowcount
     return deleted
