@@ -12,7 +12,7 @@ import re
 from flask import Blueprint, current_app, render_template, request
 from markupsafe import Markup
 
-from . import catalogue, charts, counting, openapi, reference, traffic
+from . import catalogue, charts, counting, links, openapi, reference, stencils, traffic
 from .auth import optional_token
 from .config import require
 from .example_requests import SHELL_BASE
@@ -71,7 +71,12 @@ def render_docs():
 @bp.get("/stats")
 @optional_token
 def stats():
-    """Traffic over time as server-drawn SVG; errors only for a valid token, as in the API."""
+    """Traffic over time as server-drawn SVG; errors only for a valid token, as in the API.
+
+    Within one window of the series, only the totals and the open hour's and day's bars
+    change from view to view: the page is rendered once per window and scale as a stencil
+    (api/stencils.py), and each view fills in its own totals and open bars.
+    """
     with_errors = traffic.errors_visible()
     report = traffic.report(include_errors=with_errors)
     series = ("hits", "errors") if with_errors else ("hits",)
@@ -84,22 +89,37 @@ def stats():
         charts.hourly_chart(report["per_hour"], series, window.done_hours, memo),
         charts.daily_chart(report["per_day"], series, window.done_days, memo),
     ]
-    return render_template(
-        "stats.html",
-        totals=report["totals"],
-        charts=[(chart, draw(chart, memo)) for chart in drawn],
-        with_errors=with_errors,
-    )
+    parts = {f"total-{name}": f"{count:,}" for name, count in report["totals"].items()}
+    for number, chart in enumerate(drawn, 1):
+        parts[f"chart-{number}-total"] = f"{chart.total:,}"
+        parts[f"chart-{number}-bars"], parts[f"chart-{number}-rows"] = draw(chart, memo)
+
+    def stencil():
+        page = render_template(
+            "stats.html",
+            totals={name: stencils.hole(f"total-{name}") for name in report["totals"]},
+            charts=[
+                (chart, {part: stencils.hole(f"chart-{n}-{part}") for part in CHART_PARTS})
+                for n, chart in enumerate(drawn, 1)
+            ],
+            with_errors=with_errors,
+        )
+        return stencils.Stencil(page, parts)
+
+    shape = tuple((chart.title, chart.top, chart.done, tuple(chart.ticks)) for chart in drawn)
+    return memo(("page", with_errors, request.script_root, shape), stencil).fill(parts)
+
+
+# The parts of a chart that change from view to view.
+CHART_PARTS = ("total", "bars", "rows")
 
 
 def draw(chart, memo):
-    """A chart's parts as markup: the bars and table rows of completed hours and days once
-    per scale, the axes once per scale or window, the open bars and rows on every view
-    (Jinja drawing every bar was most of a view's cost)."""
+    """A chart's bars in order and its table's rows newest first, as markup: those of
+    completed hours and days drawn once per scale, the open ones on every view."""
     macros = current_app.jinja_env.get_template("_chart.html").module
 
     def bars(start, stop):
-        """The bars in order, and the table's rows newest first, as markup."""
         part = chart.bars[start:stop]
         drawn = Markup().join(macros.bar(bar, chart) for bar in part)
         rows = Markup().join(macros.row(bar, chart) for bar in reversed(part))
@@ -108,14 +128,7 @@ def draw(chart, memo):
     key = ("drawn", chart.title, chart.series, chart.top, chart.done)
     done_bars, done_rows = memo(key, lambda: bars(0, chart.done))
     open_bars, open_rows = bars(chart.done, len(chart.bars))
-    ticks = tuple(chart.ticks)
-    return {
-        "bars": done_bars + open_bars,
-        "rows": open_rows + done_rows,
-        "value_axis": memo(("axis", chart.top), lambda: macros.value_axis(chart)),
-        "grid": memo(("grid", chart.top), lambda: macros.grid(chart)),
-        "ticks": memo(("ticks", chart.title, ticks), lambda: macros.ticks(chart)),
-    }
+    return done_bars + open_bars, open_rows + done_rows
 
 
 def json_text(value):
@@ -132,4 +145,5 @@ def init_app(app):
         "empty, or an http(s) URL such as https://api.example.com",
     )
     app.register_blueprint(bp)
+    links.init_app(app)
     app.add_template_filter(json_text)
