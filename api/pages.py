@@ -54,7 +54,6 @@ def render_docs():
         info=spec["info"],
         endpoints=endpoints,
         error_statuses=reference.error_statuses(spec),
-        not_modified_paths=reference.not_modified_paths(spec),
         kinds=kinds,
         public_kind=next(kind for kind in kinds if not kind.private),
         private_kind=next((kind for kind in kinds if kind.private), None),
