@@ -46,13 +46,25 @@ DATA_CSP = "default-src 'none'; frame-ancestors 'none'"
 
 # What other origins' pages may read of an answer: the rate limits (api/rate_limits.py), as
 # the draft IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers; the reset is in
-# seconds from now, as most clients read it), and Retry-After on a 429.
+# seconds from now, as most clients read it), Retry-After on a 429, and the validators of the
+# OpenAPI document (api/openapi/rendered.py), so that a page can ask for it conditionally.
 EXPOSED_HEADERS = (
     "RateLimit-Limit",
     "RateLimit-Remaining",
     "RateLimit-Reset",
     "RateLimit-Policy",
     "Retry-After",
+    "ETag",
+    "Last-Modified",
+)
+# What other origins' pages may send: a token, a body's type, the answer's type, and the
+# conditional headers of a revalidation.
+ALLOWED_HEADERS = (
+    "Authorization",
+    "Content-Type",
+    "Accept",
+    "If-None-Match",
+    "If-Modified-Since",
 )
 
 # One year; browsers then refuse plain http for this host.
@@ -187,7 +199,7 @@ def cors_hook(app, origins):
             "send_wildcard": True,
             "supports_credentials": False,
             "methods": ["GET", "HEAD", "POST", "OPTIONS"],
-            "allow_headers": ["Authorization", "Content-Type", "Accept"],
+            "allow_headers": list(ALLOWED_HEADERS),
             "expose_headers": list(EXPOSED_HEADERS),
             "max_age": 600,
         },

@@ -364,3 +364,25 @@ def test_every_error_status_has_a_message_and_a_description():
         assert 400 <= status < 600
         assert known.message and known.description
         assert errors.standard_message(status) == known.message
+
+
+def test_other_origins_may_revalidate_the_openapi_document(client):
+    """A page on another origin can read the document's validators and send them back."""
+    preflight = client.options(
+        "/api/openapi.json",
+        headers={
+            "Origin": "https://tools.example",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "if-none-match",
+        },
+    )
+    assert "if-none-match" in preflight.headers["Access-Control-Allow-Headers"].lower()
+    first = client.get("/api/openapi.json", headers={"Origin": "https://tools.example"})
+    exposed = first.headers["Access-Control-Expose-Headers"].lower()
+    assert "etag" in exposed and "last-modified" in exposed
+    again = client.get(
+        "/api/openapi.json",
+        headers={"Origin": "https://tools.example", "If-None-Match": first.headers["ETag"]},
+    )
+    assert again.status_code == 304
+    assert again.headers["Access-Control-Allow-Origin"] == "*"
