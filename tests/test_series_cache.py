@@ -2,6 +2,7 @@
 computation over a long history, across hour boundaries, on both databases; and retention."""
 
 import re
+import sqlite3
 import threading
 from datetime import datetime, timedelta
 
@@ -330,3 +331,17 @@ def test_the_page_draws_completed_bars_once_and_as_a_fresh_process_would(
     assert [len(bars) for bars, _ in completed_bars(page)] == [traffic.HOURS - 1, traffic.DAYS - 1]
     # The warm view drew only the open bar and row of each chart.
     assert len(drawn) == 2 * 2
+
+
+def test_sqlite_hours_keep_the_text_form_existing_rows_have(app, monkeypatch, database_path):
+    """The writer gives SQLite its hour as text in the form ``sqlite3``'s default adapter
+    (deprecated from Python 3.12) always wrote, so an hour's increments keep landing on the
+    rows already there."""
+    monkeypatch.setattr(storage.clock, "utcnow", lambda: datetime(2026, 3, 10, 14, 25))
+    for _ in range(3):
+        increment(app)
+    with sqlite3.connect(database_path) as db:
+        rows = db.execute(
+            "SELECT hour, typeof(hour), SUM(value) FROM counter_hours GROUP BY hour"
+        ).fetchall()
+    assert rows == [("2026-03-10 14:00:00", "text", 3)]

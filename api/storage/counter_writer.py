@@ -116,12 +116,17 @@ class Writer:
         try:
             if self._connection is None or self._pid != os.getpid() or not self._usable():
                 self._connect()
-            params["hour"] = hour = current_hour()
+            hour = current_hour()
+            params["hour"] = self.stamp(hour)
             if hour >= self._prune_at:
                 self._prune(hour)
             return self._commit(amounts, params)
         except Exception as e:
             raise self._failed(e, params) from e
+
+    def stamp(self, hour):
+        """The hour as the driver is given it."""
+        return hour
 
     def _prune(self, hour):
         """Start pruning on a thread of its own, and set the next day's time: a random
@@ -178,6 +183,12 @@ class Writer:
 class SQLiteWriter(Writer):
     """Bumps each counter's hour and total, then commits, taking turns on a lock file."""
 
+    def stamp(self, hour):
+        """The hour as text, as ``sqlite3``'s default datetime adapter has always written it
+        here (``2026-03-10 14:00:00``), so that the rows of one hour stay one row per slot;
+        that adapter is deprecated from Python 3.12."""
+        return str(hour)
+
     def __init__(self, engine, config):
         super().__init__(engine, config)
         self._statements = [
@@ -209,7 +220,7 @@ class SQLiteWriter(Writer):
                     for statement, arguments in self._statements:
                         cursor.execute(statement, arguments(params))
                     totals[name] = cursor.fetchone()[0]
-                hour = current_hour()
+                hour = self.stamp(current_hour())
                 if hour == params["hour"]:
                     self._dbapi_connection.commit()
                     return totals
