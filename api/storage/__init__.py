@@ -6,7 +6,8 @@ build SQL themselves, so that each query can be read, tuned and tested in one pl
 - ``tables.py``: the tables (the migrations create them);
 - ``engine.py``: the engine, what each connection is told, health checks, the migration lock;
 - ``counter_writer.py``: every hit's increment, one path for SQLite and one for PostgreSQL;
-- ``counter_reads.py``: totals, and the per-hour and per-day series with completed hours kept;
+- ``counter_reads.py``: totals, and the per-hour and per-day series from every stored row;
+- ``series.py``: the same series with completed hours read once per process, for the pages;
 - ``retention.py``: how long hourly rows are kept, and their daily pruning;
 - ``token_store.py``: token hashes, names and dates;
 - ``clock.py``: the one clock stored times come from (tests move ``storage.clock.utcnow``).
@@ -14,11 +15,12 @@ build SQL themselves, so that each query can be read, tuned and tested in one pl
 
 from .. import group_commit
 from . import clock
-from .counter_reads import SEALED_AFTER, SeriesCache, counts_per_day, counts_per_hour, read_counter
+from .counter_reads import counts_per_day, counts_per_hour, read_counter
 from .counter_writer import increment_counter, writer_for
 from .engine import MIGRATION_LOCK_KEY, database_reachable, migration_lock, reading
 from .engine import bind as _bind
 from .retention import prune_counter_hours
+from .series import SEALED_AFTER, SeriesCache
 from .tables import MAX_COUNTER_SLOTS, counter_hours, counters, db, tokens
 from .token_store import (
     DuplicateName,

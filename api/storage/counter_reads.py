@@ -1,13 +1,11 @@
-"""Counter reads: a total, and the per-hour and per-day series behind the traffic pages.
+"""Counter reads: a total, and the per-hour and per-day series computed from scratch.
 
-An hour that has ended does not change once every increment stamped with it has committed,
-so each process keeps the completed hours it has read (:class:`SeriesCache`) and asks the
-database only for the hours still open. ``counts_per_hour`` and ``counts_per_day`` compute the
-same series from scratch; the tests hold the two equal.
+The traffic pages read the series through ``series.py``, which keeps completed hours per
+process and reads only the open ones with ``hour_totals``; ``counts_per_hour`` and
+``counts_per_day`` compute the same series from every stored row, and the tests hold the two
+equal.
 """
 
-import threading
-from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
 import sqlalchemy as sa
@@ -21,11 +19,6 @@ from .tables import counter_hours
 TOTAL_SQL = "SELECT CAST(COALESCE(SUM(value), 0) AS BIGINT) FROM counters WHERE name = :name"
 TOTAL = sa.text(TOTAL_SQL)
 
-# How long after its end an hour is final. The writer stamps a batch with the hour just
-# before its statements run and bounds them by WRITE_DEADLINE (counter_writer.py), so every
-# increment of an hour has committed a minute after it ends; the rest is room for the clocks
-# of several dynos to disagree.
-SEALED_AFTER = timedelta(minutes=5)
 HOUR = timedelta(hours=1)
 
 
@@ -50,7 +43,7 @@ HOUR_TOTALS = (
 )
 
 
-def _hour_totals(names, first, last):
+def hour_totals(names, first, last):
     """``{name: {hour: total}}`` for each stored hour in [first, last], summed over its slots.
 
     SQLite keeps hours as text, and a text bound with another precision than the stored rows
@@ -68,190 +61,31 @@ def _hour_totals(names, first, last):
     return totals
 
 
-def _hours(last, count):
+def hours_back(last, count):
     return [last - timedelta(hours=i) for i in range(count - 1, -1, -1)]
 
 
-def _days(today, count):
+def days_back(today, count):
     return [today - timedelta(days=i) for i in range(count - 1, -1, -1)]
 
 
-def _start_of(day):
+def start_of(day):
     return datetime.combine(day, time.min)
 
 
 def counts_per_hour(name, hours, now=None):
     """The last ``hours`` UTC hours, oldest first, zero-filled so that a chart has no gaps."""
     last = clock.hour_of(now or clock.utcnow())
-    totals = _hour_totals((name,), last - timedelta(hours=hours - 1), last)[name]
-    return [(hour, totals.get(hour, 0)) for hour in _hours(last, hours)]
+    totals = hour_totals((name,), last - timedelta(hours=hours - 1), last)[name]
+    return [(hour, totals.get(hour, 0)) for hour in hours_back(last, hours)]
 
 
 def counts_per_day(name, days, now=None):
     """The last ``days`` UTC days, oldest first, zero-filled; summed from the hourly rows."""
     now = now or clock.utcnow()
-    per_day = dict.fromkeys(_days(now.date(), days), 0)
-    for hour, total in _hour_totals((name,), _start_of(now.date() - timedelta(days=days - 1)), now)[
+    per_day = dict.fromkeys(days_back(now.date(), days), 0)
+    for hour, total in hour_totals((name,), start_of(now.date() - timedelta(days=days - 1)), now)[
         name
     ].items():
         per_day[hour.date()] += total
     return list(per_day.items())
-
-
-# Every hour before the open one, for each counter: its total less the open hour's rows, in
-# one statement so that both halves are read from one snapshot. Whole hours are compared with
-# a half hour, which no stored precision can put on the wrong side.
-BEFORE_HOUR = sa.text(
-    "SELECT (SELECT COALESCE(SUM(value), 0) FROM counters WHERE name = :name) - "
-    "(SELECT COALESCE(SUM(value), 0) FROM counter_hours WHERE name = :name AND hour > :after)"
-).bindparams(sa.bindparam("after", type_=sa.DateTime))
-
-
-def _before_hour(names, hour):
-    """``{name: every count before hour}``, the hours pruned or never kept included."""
-    after = hour - HOUR / 2
-    with reading() as conn:
-        return {
-            name: int(conn.execute(BEFORE_HOUR, {"name": name, "after": after}).scalar_one())
-            for name in names
-        }
-
-
-@dataclass
-class Window:
-    """One read of the series: ``per_hour`` and ``per_day`` map each counter to its
-    ``[(when, count), ...]``, oldest first; the first ``done_hours`` and ``done_days`` of each
-    are final. Two reads with the same ``key`` have the same final entries, and ``memo``
-    keeps what is built from them until the kept hours move."""
-
-    per_hour: dict
-    per_day: dict
-    done_hours: int
-    done_days: int
-    key: tuple
-    memo: object
-
-
-class _Kept:
-    """The completed hours [first, until) of each counter and their days' sums, as read at
-    one time; replaced, never changed, so that a reader can hold on to it without a lock."""
-
-    def __init__(self, first, until, hours, days):
-        self.first, self.until, self.hours, self.days = first, until, hours, days
-        self.before_until = None
-        self._memo = {}
-
-    def memo(self, key, build):
-        try:
-            return self._memo[key]
-        except KeyError:
-            value = self._memo[key] = build()
-            return value
-
-
-class SeriesCache:
-    """The per-hour and per-day series of some counters, with completed hours read once.
-
-    Hours that ended more than SEALED_AFTER ago are final, and are kept here per process
-    with their days' sums, so a read costs the same with two years of history as with one
-    day, and every process and dyno shows the same numbers for a completed hour. The kept
-    hours move forward once an hour.
-
-    The open hours are read live. When the current hour is the only one, it is the caller's
-    fresh total less everything before the hour (one query per hour), so that a view which
-    knows its totals, as every counted one does, makes no query for the series at all; this
-    rests on what every writer keeps true, that a counter's total is the sum of all its
-    hourly rows, pruned ones included. The first minutes of an hour, when the hour before is
-    still open, both are read from the database.
-    """
-
-    def __init__(self, names):
-        self.names = tuple(names)
-        self._lock = threading.Lock()
-        self._kept = None
-
-    def read(self, hours, days, now, totals=None):
-        """The last ``hours`` hours and ``days`` days up to ``now`` of the counters named in
-        ``totals`` (``{name: total now}``), or of every counter when it is None."""
-        names = tuple(totals) if totals is not None else self.names
-        last, today = clock.hour_of(now), now.date()
-        open_from = clock.hour_of(now - SEALED_AFTER)
-        first = min(last - timedelta(hours=hours - 1), _start_of(today - timedelta(days=days - 1)))
-        kept = self._kept_for(first, open_from)
-        live = self._live(kept, names, open_from, last, totals)
-        open_hours = (last - open_from) // HOUR + 1
-        open_days = (today - open_from.date()).days + 1
-        key = (names, hours, days, last)
-        per_hour, per_day = {}, {}
-        for name in names:
-            done = kept.memo(
-                ("hours", name, *key),
-                lambda name=name: _done_hours(kept, name, last, hours, open_hours),
-            )
-            per_hour[name] = done + [
-                (hour, live[name].get(hour, 0)) for hour in _hours(last, open_hours)
-            ]
-            done = kept.memo(
-                ("days", name, *key),
-                lambda name=name: _done_days(kept, name, today, days, open_days),
-            )
-            open_counts = {day: kept.days[name].get(day, 0) for day in _days(today, open_days)}
-            for hour, count in live[name].items():
-                open_counts[hour.date()] += count
-            per_day[name] = done + list(open_counts.items())
-        return Window(per_hour, per_day, hours - open_hours, days - open_days, key, kept.memo)
-
-    def _live(self, kept, names, open_from, last, totals):
-        """``{name: {hour: count}}`` for the open hours."""
-        if totals is not None and last == open_from:
-            before = kept.before_until
-            if before is None or not set(names) <= set(before):
-                with self._lock:
-                    if kept.before_until is None or not set(names) <= set(kept.before_until):
-                        kept.before_until = _before_hour(self.names, last)
-                    before = kept.before_until
-            live = {name: {last: totals[name] - before[name]} for name in names}
-            if all(count[last] >= 0 for count in live.values()):
-                return live
-        return _hour_totals(names, open_from, last)
-
-    def _kept_for(self, first, until):
-        """The completed hours up to ``until``, read from the database only where they were
-        not read before."""
-        kept = self._kept
-        if kept is not None and kept.until == until and kept.first <= first:
-            return kept
-        with self._lock:
-            kept = self._kept
-            if kept is None or until < kept.until or first < kept.first:
-                # The first read, a clock that went back (tests move it), or a longer window.
-                kept = self._kept = _read_kept(self.names, first, until, None)
-            elif until > kept.until:
-                kept = self._kept = _read_kept(self.names, first, until, kept)
-            return kept
-
-
-def _done_hours(kept, name, last, hours, open_hours):
-    counts = kept.hours[name]
-    return [(hour, counts.get(hour, 0)) for hour in _hours(last, hours)[: hours - open_hours]]
-
-
-def _done_days(kept, name, today, days, open_days):
-    counts = kept.days[name]
-    return [(day, counts.get(day, 0)) for day in _days(today, days)[: days - open_days]]
-
-
-def _read_kept(names, first, until, previous):
-    """The completed hours [first, until): those of ``previous`` that are still in the
-    window, and the rest read from the database."""
-    start = first if previous is None else previous.until
-    read = _hour_totals(names, start, until - HOUR) if until > start else {}
-    hours, days = {}, {}
-    for name in names:
-        old_hours = {} if previous is None else previous.hours[name]
-        hours[name] = {hour: n for hour, n in old_hours.items() if hour >= first}
-        hours[name].update(read.get(name, {}))
-        days[name] = per_day = {}
-        for hour, count in hours[name].items():
-            per_day[hour.date()] = per_day.get(hour.date(), 0) + count
-    return _Kept(first, until, hours, days)

@@ -15,6 +15,11 @@ The two databases take two paths:
   commit, so the total is exact and no two requests get the same number.
 - **PostgreSQL** (:class:`PostgreSQLWriter`): the whole batch is one statement in autocommit
   mode, one round trip. See ``INCREMENT_BATCH`` for what the total it reports means.
+
+Both stamp a batch with its hour just before its statements, so that completed hours are
+final when readers take them as such (``WRITE_DEADLINE``), and start the daily pruning of old
+hours (``retention.py``). The module is a little over the usual length because it is one
+concern, the hot path's write, and its two halves read best side by side.
 """
 
 import fcntl
@@ -32,7 +37,7 @@ from .counter_reads import TOTAL_SQL
 from .engine import closed_by_server, server_unavailable
 
 # The longest a batch may take from reading its hour to its commit. Readers take an hour as
-# final SEALED_AFTER past its end (counter_reads.py), so its increments must all be in by
+# final SEALED_AFTER past its end (series.py), so its increments must all be in by
 # then: PostgreSQL's statement is cut at this (a shorter DB_STATEMENT_TIMEOUT_MS stands), and
 # a SQLite batch that waited into the next hour is stamped again before it commits.
 WRITE_DEADLINE = timedelta(minutes=1)
