@@ -64,7 +64,6 @@ ALLOWED_HEADERS = (
     "Content-Type",
     "Accept",
     "If-None-Match",
-    "If-Modified-Since",
 )
 
 # One year; browsers then refuse plain http for this host.

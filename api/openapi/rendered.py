@@ -5,12 +5,11 @@ Both depend only on the code and the app's settings, which are fixed for the app
 is built by the first request that asks for it, inside that request (the page needs
 ``url_for``), and kept in ``app.extensions`` rather than in the module, since one process may
 hold apps with different settings (the tests do). The ``ETag`` is a hash of the bytes, so every
-worker that runs the same code and settings sends the same one; ``Last-Modified`` is when this
-worker built them, a little different in each worker, so a client that sends both is judged
-by the ETag alone (RFC 9110, 13.2.2), as Werkzeug does.
-
-Only the conditional GET is honoured: ``If-None-Match``, or else ``If-Modified-Since``.
-``If-Match``, ``If-Range`` and ``Range`` are ignored and the whole answer sent, as before this
+worker that runs the same code and settings sends the same one, and only it decides a
+conditional GET (``If-None-Match``). ``Last-Modified`` is when this worker built them: it says
+how old a copy is, but it is no validator, since a worker of a newer deploy may have built its
+copy before a worker of the old one did, so ``If-Modified-Since`` is not honoured.
+``If-Match``, ``If-Range`` and ``Range`` are ignored too and the whole answer sent, as before this
 module: Werkzeug's ``make_conditional`` would answer a failed ``If-Match`` with 412 and the whole
 document as its body, a status neither the spec nor the error envelope has, for a document no
 client writes to. It would also add a ``Date``, which the server already sends.
@@ -60,11 +59,8 @@ class Rendering:
             self.body, mimetype=self.mimetype, headers=self.headers
         )
         environ = request.environ
-        if not is_resource_modified(
-            http_if_none_match=environ.get("HTTP_IF_NONE_MATCH"),
-            http_if_modified_since=environ.get("HTTP_IF_MODIFIED_SINCE"),
-            etag=self.etag,
-            last_modified=self.last_modified,
+        if "HTTP_IF_NONE_MATCH" in environ and not is_resource_modified(
+            http_if_none_match=environ["HTTP_IF_NONE_MATCH"], etag=self.etag
         ):
             # Its Content-Type stays, so that the hooks treat it as the answer it stands for
             # (a page gets the page's headers); Werkzeug sends neither it nor the body.

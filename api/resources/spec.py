@@ -21,7 +21,7 @@ ETAG = {
     "example": '"5d41402abc4b2a76b9719d911017c592c4a2fbe3"',
 }
 LAST_MODIFIED = {
-    "description": "When this server built the document; for If-Modified-Since.",
+    "description": "When this worker built the document; conditional requests use the ETag.",
     "required": True,
     "schema": {"type": "string"},
     "example": "Tue, 01 Dec 2026 09:00:00 GMT",
