@@ -129,7 +129,7 @@ def bar_chart(title, rows, key, series, label, tick, done=0, memo=no_memo):
                 ticks.append(Tick(round(edge, 3), text, anchor))
         return bars, ticks
 
-    done_bars, done_ticks = memo(("bars", title, series, top, done), lambda: draw(0, done))
+    done_bars, done_ticks = memo((__name__, title, series, top, done), lambda: draw(0, done))
     bars, ticks = draw(done, len(rows))
     gridlines = [Gridline(round(BOTTOM - plot * value / top, 2), f"{value:,}") for value in lines]
     return Chart(

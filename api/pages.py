@@ -106,7 +106,25 @@ def stats():
         return stencils.Stencil(page, parts)
 
     shape = tuple((chart.title, chart.top, chart.done, tuple(chart.ticks)) for chart in drawn)
-    return memo(("page", with_errors, request.script_root, shape), stencil).fill(parts)
+    if not remembered_root(request.script_root):
+        return stencil().fill(parts)
+    return memo((__name__, "page", with_errors, request.script_root, shape), stencil).fill(parts)
+
+
+# Script roots whose /stats stencils are kept: a trusted proxy may set the root per request
+# (PROXY_FIX_X_PREFIX); one or two per deployment, but not something to let grow without bound.
+MAX_SCRIPT_ROOTS = 8
+
+
+def remembered_root(script_root):
+    """Whether pages for this script root are kept; the first MAX_SCRIPT_ROOTS are."""
+    roots = current_app.extensions.setdefault("api.stats_roots", set())
+    if script_root in roots:
+        return True
+    if len(roots) < MAX_SCRIPT_ROOTS:
+        roots.add(script_root)
+        return True
+    return False
 
 
 # The parts of a chart that change from view to view.
@@ -124,7 +142,7 @@ def draw(chart, memo):
         rows = Markup().join(macros.row(bar, chart) for bar in reversed(part))
         return drawn, rows
 
-    key = ("drawn", chart.title, chart.series, chart.top, chart.done)
+    key = (__name__, "drawn", chart.title, chart.series, chart.top, chart.done)
     done_bars, done_rows = memo(key, lambda: bars(0, chart.done))
     open_bars, open_rows = bars(chart.done, len(chart.bars))
     return done_bars + open_bars, open_rows + done_rows

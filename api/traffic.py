@@ -49,7 +49,7 @@ def _table(window, key, names, convert=None):
         built = _rows(key, series, names, part)
         return built if convert is None else [{**row, key: convert(row[key])} for row in built]
 
-    head = window.memo((key, convert, *window.key), lambda: rows(slice(0, done)))
+    head = window.memo((__name__, key, convert, *window.key), lambda: rows(slice(0, done)))
     return head + rows(slice(done, None))
 
 

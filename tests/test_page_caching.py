@@ -234,3 +234,15 @@ def test_a_real_server_sends_a_304_with_no_body_and_keeps_the_connection(start_s
         while chunk := conn.recv(65536):
             rest += chunk
     assert rest.startswith(b"HTTP/1.1 200 ")
+
+
+def test_stats_pages_are_kept_for_a_bounded_number_of_script_roots(client):
+    """A trusted proxy may set the script root per request: the first few are kept, the
+    rest are rendered for their request alone."""
+    from api import pages
+
+    for n in range(pages.MAX_SCRIPT_ROOTS + 5):
+        page = client.get("/stats", environ_overrides={"SCRIPT_NAME": f"/p{n}"})
+        assert page.status_code == 200
+        assert f'href="/p{n}/docs' in page.get_data(as_text=True)
+    assert len(client.application.extensions["api.stats_roots"]) == pages.MAX_SCRIPT_ROOTS

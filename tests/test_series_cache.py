@@ -345,3 +345,52 @@ def test_sqlite_hours_keep_the_text_form_existing_rows_have(app, monkeypatch, da
             "SELECT hour, typeof(hour), SUM(value) FROM counter_hours GROUP BY hour"
         ).fetchall()
     assert rows == [("2026-03-10 14:00:00", "text", 3)]
+
+
+def test_a_read_a_moment_behind_another_keeps_the_hours_it_moved_on(processes, clock):
+    """Threads read the clock in one order and reach the cache in another: a read from just
+    before hh:05 that arrives after one from just after keeps the kept hours as they are,
+    rather than reading every completed hour again, and still gets the right numbers."""
+    app = processes[0]
+    seed(app, 40, START)
+    after = datetime(2026, 3, 10, 15, 5, 0, 1000)
+    before = datetime(2026, 3, 10, 15, 4, 59, 999000)
+    clock.set(after)
+    increment(app)
+    cached(app, after)
+    kept = app.extensions["traffic_series"]._kept
+    assert cached(app, before) == from_scratch(app, before)
+    assert app.extensions["traffic_series"]._kept is kept
+
+
+def test_the_daily_prune_starts_at_its_own_minute(make_app, monkeypatch):
+    """Each process prunes at a random moment in the first hour of the UTC day, not all of
+    them at one o'clock."""
+    app = make_app(COUNTER_HOURS_RETENTION_DAYS=40)
+    started = []
+    monkeypatch.setattr(retention, "prune_in_background", lambda *args: started.append(args))
+    moment = {"now": datetime(2026, 3, 10, 14, 25)}
+    monkeypatch.setattr(storage.clock, "utcnow", lambda: moment["now"])
+    increment(app)
+    assert len(started) == 1
+    writer = app.extensions["counter_commits"]._commit
+    writer._prune_at = datetime(2026, 3, 11, 0, 17)
+    for now, runs in ((datetime(2026, 3, 11, 0, 16), 1), (datetime(2026, 3, 11, 0, 18), 2)):
+        moment["now"] = now
+        increment(app)
+        assert len(started) == runs
+    assert datetime(2026, 3, 12) <= writer._prune_at < datetime(2026, 3, 12, 1)
+
+
+def test_pruning_gives_up_on_a_row_it_cannot_delete(processes, clock):
+    """An hour that is not whole (no writer of the service leaves one) is left in place
+    rather than tried forever."""
+    app = processes[0]
+    seed(app, 3, START)
+    with app.app_context(), storage.db.engine.begin() as conn:
+        conn.execute(
+            sa.insert(storage.counter_hours),
+            {"name": "hits", "hour": datetime(2025, 1, 1, 23, 45), "slot": 0, "value": 1},
+        )
+    with app.app_context():
+        assert storage.prune_counter_hours(storage.db.engine, 40, now=START) == 0

@@ -31,8 +31,7 @@ from datetime import datetime, time, timedelta
 import sqlalchemy as sa
 from flask import current_app
 
-from . import retention
-from .clock import current_hour
+from . import clock, retention
 from .counter_reads import TOTAL_SQL
 from .engine import closed_by_server, server_unavailable
 
@@ -121,10 +120,10 @@ class Writer:
         try:
             if self._connection is None or self._pid != os.getpid() or not self._usable():
                 self._connect()
-            hour = current_hour()
-            params["hour"] = self.stamp(hour)
-            if hour >= self._prune_at:
-                self._prune(hour)
+            now = clock.utcnow()
+            params["hour"] = self.stamp(clock.hour_of(now))
+            if now >= self._prune_at:
+                self._prune(now)
             return self._commit(amounts, params)
         except Exception as e:
             raise self._failed(e, params) from e
@@ -133,11 +132,11 @@ class Writer:
         """The hour as the driver is given it."""
         return hour
 
-    def _prune(self, hour):
+    def _prune(self, now):
         """Start pruning on a thread of its own, and set the next day's time: a random
         moment in its first hour, so that the dynos of one database do not all start at once."""
         jitter = timedelta(seconds=random.randrange(3600))  # noqa: S311
-        self._prune_at = datetime.combine(hour.date() + timedelta(days=1), time.min) + jitter
+        self._prune_at = datetime.combine(now.date() + timedelta(days=1), time.min) + jitter
         retention.prune_in_background(self.engine, self.keep_days)
 
     def _usable(self):
@@ -225,7 +224,7 @@ class SQLiteWriter(Writer):
                     for statement, arguments in self._statements:
                         cursor.execute(statement, arguments(params))
                     totals[name] = cursor.fetchone()[0]
-                hour = self.stamp(current_hour())
+                hour = self.stamp(clock.current_hour())
                 if hour == params["hour"]:
                     self._dbapi_connection.commit()
                     return totals

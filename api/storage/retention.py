@@ -4,9 +4,9 @@ The totals live in ``counters`` and are never touched; only the hourly history b
 charts is bounded. Each process of the web server prunes once when it starts counting and
 then once a UTC day, on a thread of its own (counter_writer.py starts it), so that no request
 waits and no cron is needed. Several processes and dynos may prune at once: on PostgreSQL one
-holds an advisory lock and the others skip; on SQLite their deletes take turns on the write
-lock and find nothing left to do. Rows go one day per transaction, so that the first prune of
-a long history never holds the write lock for long.
+holds an advisory lock for the whole prune and the others skip; on SQLite their deletes take
+turns on the write lock and find nothing left to do. Rows go one day per transaction, so that
+the first prune of a long history never holds the write lock for long.
 """
 
 import logging
@@ -33,20 +33,30 @@ def prune_counter_hours(engine, keep_days, now=None):
     """Delete every hourly row before ``cutoff``; return how many went, or None when another
     process is pruning the same PostgreSQL database."""
     before = cutoff(keep_days, now or clock.utcnow())
-    postgresql = engine.dialect.name == "postgresql"
     with engine.connect() as conn:
-        names = conn.execute(sa.select(counters.c.name).distinct()).scalars().all()
+        if engine.dialect.name == "postgresql":
+            # A session lock, held over every day's transaction: one pruner at a time.
+            if not conn.execute(sa.select(sa.func.pg_try_advisory_lock(PRUNE_LOCK_KEY))).scalar():
+                conn.rollback()
+                return None
+            try:
+                return _prune(conn, before)
+            finally:
+                conn.rollback()
+                conn.execute(sa.select(sa.func.pg_advisory_unlock(PRUNE_LOCK_KEY)))
+                conn.commit()
+        return _prune(conn, before)
+
+
+def _prune(conn, before):
+    """One day's rows per transaction, oldest first, per counter."""
+    conn.rollback()
+    names = conn.execute(sa.select(counters.c.name).distinct()).scalars().all()
+    conn.rollback()
     deleted = 0
     for name in names:
         while True:
-            with engine.begin() as conn:
-                if (
-                    postgresql
-                    and not conn.execute(
-                        sa.select(sa.func.pg_try_advisory_xact_lock(PRUNE_LOCK_KEY))
-                    ).scalar_one()
-                ):
-                    return None
+            with conn.begin():
                 oldest = conn.execute(
                     sa.select(sa.func.min(counter_hours.c.hour)).where(counter_hours.c.name == name)
                 ).scalar_one()
@@ -56,12 +66,17 @@ def prune_counter_hours(engine, keep_days, now=None):
                 # Whole hours compared with a half hour: SQLite keeps them as text, written
                 # with and without microseconds, and a bound of either precision would put
                 # the other's row at the same hour on the wrong side.
-                deleted += conn.execute(
+                gone = conn.execute(
                     sa.delete(counter_hours).where(
                         counter_hours.c.name == name,
                         counter_hours.c.hour < upto - timedelta(minutes=30),
                     )
                 ).rowcount
+            if not gone:
+                # A row no writer of the service would leave (an hour that is not whole):
+                # left for an operator rather than tried forever.
+                break
+            deleted += gone
     return deleted
 
 

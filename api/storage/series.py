@@ -64,6 +64,14 @@ class _Kept:
         self.before_until = None
         self._memo = {}
 
+    def serves(self, first, until, last):
+        """Whether these hours serve a read of [first, until): they start no later, and end
+        at ``until`` or, when the read's clock was a moment behind the thread that moved them
+        on, an hour after it, but never past the read's current hour."""
+        if self.first > first:
+            return False
+        return self.until == until or until < self.until <= min(last, until + HOUR)
+
     def memo(self, key, build):
         try:
             return self._memo[key]
@@ -100,7 +108,10 @@ class SeriesCache:
         last, today = clock.hour_of(now), now.date()
         open_from = clock.hour_of(now - SEALED_AFTER)
         first = min(last - timedelta(hours=hours - 1), start_of(today - timedelta(days=days - 1)))
-        kept = self._kept_for(first, open_from)
+        kept = self._kept_for(first, open_from, last)
+        # The kept hours may end an hour later than this read's own clock says: a thread that
+        # read the clock a moment later moved them on, and that hour was final when it did.
+        open_from = kept.until
         live = self._live(kept, names, open_from, last, totals)
         open_hours = (last - open_from) // HOUR + 1
         open_days = (today - open_from.date()).days + 1
@@ -108,15 +119,15 @@ class SeriesCache:
         per_hour, per_day = {}, {}
         for name in names:
             done = kept.memo(
-                ("hours", name, *key),
-                lambda name=name: _donehours_back(kept, name, last, hours, open_hours),
+                (__name__, "hours", name, *key),
+                lambda name=name: _done_hours(kept, name, last, hours, open_hours),
             )
             per_hour[name] = done + [
                 (hour, live[name].get(hour, 0)) for hour in hours_back(last, open_hours)
             ]
             done = kept.memo(
-                ("days", name, *key),
-                lambda name=name: _donedays_back(kept, name, today, days, open_days),
+                (__name__, "days", name, *key),
+                lambda name=name: _done_days(kept, name, today, days, open_days),
             )
             open_counts = {day: kept.days[name].get(day, 0) for day in days_back(today, open_days)}
             for hour, count in live[name].items():
@@ -138,28 +149,30 @@ class SeriesCache:
                 return live
         return hour_totals(names, open_from, last)
 
-    def _kept_for(self, first, until):
-        """The completed hours up to ``until``, read from the database only where they were
-        not read before."""
+    def _kept_for(self, first, until, last):
+        """The completed hours up to ``until`` (or an hour later, see ``serves``), read from
+        the database only where they were not read before."""
         kept = self._kept
-        if kept is not None and kept.until == until and kept.first <= first:
+        if kept is not None and kept.serves(first, until, last):
             return kept
         with self._lock:
             kept = self._kept
+            if kept is not None and kept.serves(first, until, last):
+                return kept
             if kept is None or until < kept.until or first < kept.first:
                 # The first read, a clock that went back (tests move it), or a longer window.
                 kept = self._kept = _read_kept(self.names, first, until, None)
-            elif until > kept.until:
+            else:
                 kept = self._kept = _read_kept(self.names, first, until, kept)
             return kept
 
 
-def _donehours_back(kept, name, last, hours, open_hours):
+def _done_hours(kept, name, last, hours, open_hours):
     counts = kept.hours[name]
     return [(hour, counts.get(hour, 0)) for hour in hours_back(last, hours)[: hours - open_hours]]
 
 
-def _donedays_back(kept, name, today, days, open_days):
+def _done_days(kept, name, today, days, open_days):
     counts = kept.days[name]
     return [(day, counts.get(day, 0)) for day in days_back(today, days)[: days - open_days]]
 
