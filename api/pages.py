@@ -4,6 +4,14 @@ No page is built from the request's Host: the client writes it, and a shared cac
 hand a page built from a forged one to everyone after. The examples send their requests to
 ``PUBLIC_URL``, or to ``$BASE`` when it is unset. Every page is ``Cache-Control: no-cache``
 (``api/security.py``): the index shows the live hit count, so a cache must ask again.
+
+``/stats`` is built in layers that change at different rates. Within one window of the series
+(``Window.key``: the counters shown, the window's length and its current hour), the completed
+hours and days are fixed, so whatever is drawn from them alone is kept in the window's memo:
+the bars and table rows of completed hours (per scale), and the whole page as a stencil with
+holes for the totals, each chart's total and its open bars and rows (per scale, ticks, and
+script root). Each view draws only what fills the holes. Memo keys start with the module's
+name, since the series, the traffic rows, the charts and this module share one memo.
 """
 
 import json
