@@ -25,12 +25,12 @@ getrusage.
 transaction before its server starts (``seed_history``): every hour of the last 730 days, and
 of the last 7, up to the current hour, every counter slot, for hits and errors, with totals that
 agree. One Procfile web process serves each (rate limiting off), and each round drives
-``/api?data=hits``, ``/api/stats``, ``/stats`` and ``/docs`` on both, in turn, with
-BENCH_PAGE_CONNECTIONS connections. The table gives each path's req/s and the median of its
-per-round ratio to ``/api?data=hits`` on the same server, for both histories side by side; the
-targets are a least ratio with two years of history, and the same ratio, within 0.1, with one
-week. Before the rounds each path must answer a plain GET with a 200, which wrk cannot tell
-from a 3xx.
+``/api?data=hits``, ``/api/stats``, ``/stats`` and ``/docs`` on both, in turn, and the two
+stats again with a token (errors included), with BENCH_PAGE_CONNECTIONS connections. The table
+gives each path's req/s and the median of its per-round ratio to ``/api?data=hits`` on the
+same server, for both histories side by side; the targets are a least ratio with two years of
+history, and the same ratio, within 0.1, with one week. Before the rounds each path must
+answer a plain GET with a 200, which wrk cannot tell from a 3xx.
 
 After every run the hit counter must have risen by at least the responses wrk received and
 by at most those plus the requests still in flight when wrk stopped. Where the server keeps
@@ -107,6 +107,13 @@ LONG, SHORT = "two years", "one week"
 HISTORIES = {LONG: 730, SHORT: 7}
 PAGE_PATHS = (HITS, "/api/stats", "/stats", "/docs")
 PAGE_TARGETS = {"/api/stats": 0.5, "/stats": 0.4, "/docs": 0.7}
+# The stats as a token holder sees them, errors included: the token's lookup and both series.
+# Reported beside the public view, without a target of their own.
+AUTHORIZED_PATHS = ("/api/stats", "/stats")
+PAGES = (
+    *((path, path, False) for path in PAGE_PATHS),
+    *((f"{path} (token)", path, True) for path in AUTHORIZED_PATHS),
+)
 HISTORY_TOLERANCE = 0.1
 # The seeded counters, and the spread of the values of their hour rows (each at least 1).
 SEEDED = {"hits": 40, "errors": 4}
@@ -614,7 +621,7 @@ def pages_phase(wrk, tmp, kind, sizing, databases, started):
     """The stats and pages on a long and a short history: start, rounds, table, verdicts; what
     it measured, and whether a fatal verdict failed."""
     say(
-        f"pages: {', '.join(PAGE_PATHS)} on one web process per history, "
+        f"pages: {', '.join(name for name, _, _ in PAGES)} on one web process per history, "
         f"wrk -t{WRK_THREADS} -c{PAGE_CONNECTIONS}, {ROUNDS} rounds of {SECONDS} s per target"
     )
     grid, servers_by_name, counters_by_server = start_pages(tmp, sizing, databases, started)
@@ -646,12 +653,19 @@ def start_pages(tmp, sizing, databases, started):
         began = time.monotonic()
         rows = seed_history(database.url, days, sizing["COUNTER_SLOTS"])
         say(f"seeded {label} of history: {rows} hour rows in {time.monotonic() - began:.1f} s")
+        token = servers.mint_token(app_env, "bench")
         web = launch(tmp, started, f"service-{days}d", servers.procfile_command("web"), app_env)
         servers_by_name[web.name] = web
         counters_by_server[web.name] = Counters(database.url)
         grid[label] = {
-            path: Target(f"{path}, {label}", web.name, path, connections=PAGE_CONNECTIONS)
-            for path in PAGE_PATHS
+            name: Target(
+                f"{name}, {label}",
+                web.name,
+                path,
+                headers={"Authorization": f"Bearer {token}"} if with_token else {},
+                connections=PAGE_CONNECTIONS,
+            )
+            for name, path, with_token in PAGES
         }
     return grid, servers_by_name, counters_by_server
 
@@ -893,7 +907,7 @@ def page_table(grid):
     grid holds, per history, its targets by path.
     """
     rows = []
-    for path in PAGE_PATHS:
+    for path in next(iter(grid.values())):
         found = {"name": path}
         for label, by_path in grid.items():
             runs, yardstick = by_path[path].runs, by_path[HITS].runs

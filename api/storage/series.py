@@ -14,12 +14,14 @@ import sqlalchemy as sa
 from . import clock
 from .counter_reads import HOUR, days_back, hour_totals, hours_back, start_of
 from .engine import reading
+from .tables import counter_hours, counters
 
 # How long after its end an hour is final. The writer stamps a batch with the hour just
 # before its statements run and bounds them by WRITE_DEADLINE (counter_writer.py), so every
-# increment of an hour has committed a minute after it ends; the rest is room for the clocks
-# of several dynos to disagree.
-SEALED_AFTER = timedelta(minutes=5)
+# increment of an hour has committed 30 s after it ends; the rest is room for the clocks of
+# several dynos to disagree, which NTP keeps to milliseconds. For these two minutes of every
+# hour a view reads the current hour's rows (see SeriesCache._live).
+SEALED_AFTER = timedelta(minutes=2)
 
 # Every hour before the open one, for each counter: its total less the open hour's rows, in
 # one statement so that both halves are read from one snapshot. Whole hours are compared with
@@ -28,6 +30,26 @@ BEFORE_HOUR = sa.text(
     "SELECT (SELECT COALESCE(SUM(value), 0) FROM counters WHERE name = :name) - "
     "(SELECT COALESCE(SUM(value), 0) FROM counter_hours WHERE name = :name AND hour > :after)"
 ).bindparams(sa.bindparam("after", type_=sa.DateTime))
+
+
+def _totals_and_hour_statement(names):
+    """Each counter's total and its rows from an hour on, in one statement and so from one
+    snapshot; for the first minutes of an hour, while the hour before is still open. Each name
+    is a parameter of its own, so that nothing is expanded on each execution."""
+    named = [sa.bindparam(f"name_{i}") for i in range(len(names))]
+    zero = sa.literal_column("0")
+    parts = sa.union_all(
+        sa.select(counters.c.name, counters.c.value.label("total"), zero.label("current")).where(
+            counters.c.name.in_(named)
+        ),
+        sa.select(counter_hours.c.name, zero, counter_hours.c.value).where(
+            counter_hours.c.name.in_(named),
+            counter_hours.c.hour > sa.bindparam("after", type_=sa.DateTime),
+        ),
+    ).subquery("parts")
+    return sa.select(
+        parts.c.name, sa.func.sum(parts.c.total), sa.func.sum(parts.c.current)
+    ).group_by(parts.c.name)
 
 
 def _before_hour(names, hour):
@@ -100,6 +122,8 @@ class SeriesCache:
         self.names = tuple(names)
         self._lock = threading.Lock()
         self._kept = None
+        self._totals_and_hour = _totals_and_hour_statement(self.names)
+        self._name_params = {f"name_{i}": name for i, name in enumerate(self.names)}
 
     def read(self, hours, days, now, totals=None):
         """The last ``hours`` hours and ``days`` days up to ``now`` of the counters named in
@@ -136,18 +160,52 @@ class SeriesCache:
         return Window(per_hour, per_day, hours - open_hours, days - open_days, key, kept.memo)
 
     def _live(self, kept, names, open_from, last, totals):
-        """``{name: {hour: count}}`` for the open hours."""
-        if totals is not None and last == open_from:
-            before = kept.before_until
-            if before is None or not set(names) <= set(before):
-                with self._lock:
-                    if kept.before_until is None or not set(names) <= set(kept.before_until):
-                        kept.before_until = _before_hour(self.names, last)
-                    before = kept.before_until
-            live = {name: {last: totals[name] - before[name]} for name in names}
-            if all(count[last] >= 0 for count in live.values()):
+        """``{name: {hour: count}}`` for the open hours, from the totals where it can be.
+
+        The hours before the open ones are the total less the open hours' rows, read once
+        per kept hours. With the current hour the only open one, it is the caller's total
+        less those. In the first minutes of an hour, the hour before is still open: the
+        totals and the current hour's rows are then read in one statement, and the hour
+        before is what remains. A negative count means a total that is not the sum of its
+        rows (a database edited by hand); the open hours are then read row by row.
+        """
+        if totals is not None:
+            before = self._before(kept)
+            if last == open_from:
+                live = {name: {last: totals[name] - before[name]} for name in names}
+            else:
+                fresh, current = self._totals_and_current(last)
+                live = {
+                    name: {
+                        open_from: fresh[name] - before[name] - current[name],
+                        last: current[name],
+                    }
+                    for name in names
+                }
+            if all(count >= 0 for hours in live.values() for count in hours.values()):
                 return live
         return hour_totals(names, open_from, last)
+
+    def _before(self, kept):
+        """Every count before the kept hours' end, read once per kept hours."""
+        before = kept.before_until
+        if before is None:
+            with self._lock:
+                if kept.before_until is None:
+                    kept.before_until = _before_hour(self.names, kept.until)
+                before = kept.before_until
+        return before
+
+    def _totals_and_current(self, hour):
+        """``({name: total}, {name: count of hour and after})``, from one snapshot."""
+        params = {**self._name_params, "after": hour - HOUR / 2}
+        with reading() as conn:
+            rows = conn.execute(self._totals_and_hour, params).all()
+        totals = dict.fromkeys(self.names, 0)
+        current = dict.fromkeys(self.names, 0)
+        for name, total, count in rows:
+            totals[name], current[name] = int(total), int(count)
+        return totals, current
 
     def _kept_for(self, first, until, last):
         """The completed hours up to ``until`` (or an hour later, see ``serves``), read from
