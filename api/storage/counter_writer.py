@@ -39,7 +39,7 @@ from .engine import closed_by_server, server_unavailable
 # final SEALED_AFTER past its end (series.py), so its increments must all be in by
 # then: PostgreSQL's statement is cut at this (a shorter DB_STATEMENT_TIMEOUT_MS stands), and
 # a SQLite batch that waited into the next hour is stamped again before it commits.
-WRITE_DEADLINE = timedelta(seconds=30)
+WRITE_DEADLINE = timedelta(seconds=10)
 
 # One counter's total row, bumped; and the same for its hour's row.
 BUMP_TOTAL_SQL = (

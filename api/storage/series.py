@@ -18,10 +18,10 @@ from .tables import counter_hours, counters
 
 # How long after its end an hour is final. The writer stamps a batch with the hour just
 # before its statements run and bounds them by WRITE_DEADLINE (counter_writer.py), so every
-# increment of an hour has committed 30 s after it ends; the rest is room for the clocks of
-# several dynos to disagree, which NTP keeps to milliseconds. For these two minutes of every
-# hour a view reads the current hour's rows (see SeriesCache._live).
-SEALED_AFTER = timedelta(minutes=2)
+# increment of an hour has committed 10 s after it ends; the rest is room for the clocks of
+# several dynos to disagree, which NTP keeps to milliseconds. For this minute of every hour a
+# view reads the totals and the current hour's rows (see SeriesCache._live).
+SEALED_AFTER = timedelta(minutes=1)
 
 # Every hour before the open one, for each counter: its total less the open hour's rows, in
 # one statement so that both halves are read from one snapshot. Whole hours are compared with
