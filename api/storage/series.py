@@ -23,19 +23,13 @@ from .tables import counter_hours, counters
 # view reads the totals and the current hour's rows (see SeriesCache._live).
 SEALED_AFTER = timedelta(minutes=1)
 
-# Every hour before the open one, for each counter: its total less the open hour's rows, in
-# one statement so that both halves are read from one snapshot. Whole hours are compared with
-# a half hour, which no stored precision can put on the wrong side.
-BEFORE_HOUR = sa.text(
-    "SELECT (SELECT COALESCE(SUM(value), 0) FROM counters WHERE name = :name) - "
-    "(SELECT COALESCE(SUM(value), 0) FROM counter_hours WHERE name = :name AND hour > :after)"
-).bindparams(sa.bindparam("after", type_=sa.DateTime))
-
 
 def _totals_and_hour_statement(names):
     """Each counter's total and its rows from an hour on, in one statement and so from one
-    snapshot; for the first minutes of an hour, while the hour before is still open. Each name
-    is a parameter of its own, so that nothing is expanded on each execution."""
+    snapshot: what came before the hour is the one less the other, and in the first minute of
+    an hour, the hour before is what remains of the total. Whole hours are compared with a
+    half hour, which no stored precision can put on the wrong side. Each name is a parameter
+    of its own, so that nothing is expanded on each execution."""
     named = [sa.bindparam(f"name_{i}") for i in range(len(names))]
     zero = sa.literal_column("0")
     parts = sa.union_all(
@@ -50,16 +44,6 @@ def _totals_and_hour_statement(names):
     return sa.select(
         parts.c.name, sa.func.sum(parts.c.total), sa.func.sum(parts.c.current)
     ).group_by(parts.c.name)
-
-
-def _before_hour(names, hour):
-    """``{name: every count before hour}``, the hours pruned or never kept included."""
-    after = hour - HOUR / 2
-    with reading() as conn:
-        return {
-            name: int(conn.execute(BEFORE_HOUR, {"name": name, "after": after}).scalar_one())
-            for name in names
-        }
 
 
 @dataclass
@@ -79,10 +63,12 @@ class Window:
 
 class _Kept:
     """The completed hours [first, until) of each counter and their days' sums, as read at
-    one time; replaced, never changed, so that a reader can hold on to it without a lock."""
+    one time: replaced when the hours move, never changed, so that a reader can hold on to it
+    without a lock. What is derived from them is filled in once, when first asked for."""
 
     def __init__(self, first, until, hours, days):
         self.first, self.until, self.hours, self.days = first, until, hours, days
+        # {name: every count before ``until``}, pruned and never-kept hours included.
         self.before_until = None
         self._memo = {}
 
@@ -192,7 +178,8 @@ class SeriesCache:
         if before is None:
             with self._lock:
                 if kept.before_until is None:
-                    kept.before_until = _before_hour(self.names, kept.until)
+                    totals, from_until = self._totals_and_current(kept.until)
+                    kept.before_until = {name: totals[name] - from_until[name] for name in totals}
                 before = kept.before_until
         return before
 
