@@ -50,12 +50,17 @@ def database_url(raw):
     return raw
 
 
-def env_flag(name, default):
-    """Read a boolean the way people write them in a shell: true/false, 1/0, yes/no, on/off."""
-    value = os.environ.get(name)
+def flag(value, default):
+    """A boolean the way people write them in a shell: true/false, 1/0, yes/no, on/off;
+    ``default`` when unset or empty."""
     if value is None or value.strip() == "":
         return default
     return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_flag(name, default):
+    """An environment variable read as a boolean (``flag``)."""
+    return flag(os.environ.get(name), default)
 
 
 def env_number(name, default, kind=int):

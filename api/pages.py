@@ -93,8 +93,8 @@ def stats():
         return window.memo((*key, *window.key), build)
 
     drawn = [
-        charts.hourly_chart(report["per_hour"], series, window.done_hours, memo),
-        charts.daily_chart(report["per_day"], series, window.done_days, memo),
+        charts.hourly_chart(traffic.rows(report, "hour"), series, window.done_hours, memo),
+        charts.daily_chart(traffic.rows(report, "day"), series, window.done_days, memo),
     ]
     parts = {f"total-{name}": f"{count:,}" for name, count in report["totals"].items()}
     for number, chart in enumerate(drawn, 1):

@@ -92,14 +92,6 @@ class Policies:
             }
         )
 
-    def endpoints(self, **wanted):
-        """The endpoints whose policy has every attribute given, e.g. ``reads_token=True``."""
-        return frozenset(
-            endpoint
-            for endpoint, found in self.by_endpoint.items()
-            if all(getattr(found, name) == value for name, value in wanted.items())
-        )
-
 
 def current():
     """The policy of the route this request matched, or of its section when it matched none.

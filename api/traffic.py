@@ -29,45 +29,42 @@ def errors_visible():
     return False
 
 
-def _rows(key, series, names, part):
-    """One row per hour or day of ``series[name][part]``: ``{key: when, "hits": n, ...}``."""
+def _rows(key, series, names, part, convert):
+    """One row per hour or day of ``series[name][part]``: ``{key: when, "hits": n, ...}``,
+    with ``when`` converted when ``convert`` is given."""
     rows = []
     for points in zip(*(series[name][part] for name in names), strict=True):
-        row = {key: points[0][0]}
+        when = points[0][0]
+        row = {key: when if convert is None else convert(when)}
         for name, (_, count) in zip(names, points, strict=True):
             row[name] = count
         rows.append(row)
     return rows
 
 
-def _table(window, key, names, convert=None):
-    """The rows of one series, those of completed hours or days built once per window."""
+def rows(report, key, convert=None):
+    """The rows of the report's per-hour (``key`` "hour") or per-day ("day") series, those
+    of completed hours or days built once per window."""
+    window, names = report["window"], tuple(report["totals"])
     series = window.per_hour if key == "hour" else window.per_day
     done = window.done_hours if key == "hour" else window.done_days
-
-    def rows(part):
-        built = _rows(key, series, names, part)
-        return built if convert is None else [{**row, key: convert(row[key])} for row in built]
-
-    head = window.memo((__name__, key, convert, *window.key), lambda: rows(slice(0, done)))
-    return head + rows(slice(done, None))
+    head = window.memo(
+        (__name__, key, convert, *window.key),
+        lambda: _rows(key, series, names, slice(0, done), convert),
+    )
+    return head + _rows(key, series, names, slice(done, None), convert)
 
 
 def report(include_errors):
-    """Totals and per-hour and per-day counts; errors only when the caller may see them."""
+    """The totals, and the window of per-hour and per-day counts (``rows`` reads it);
+    errors only when the caller may see them."""
     # One clock reading for every series, so that their hours line up.
     now = storage.clock.utcnow()
     totals = {"hits": counting.current_hits()}
     if include_errors:
         totals["errors"] = storage.read_counter("errors")
     window = current_app.extensions["traffic_series"].read(HOURS, DAYS, now, totals)
-    names = tuple(totals)
-    return {
-        "totals": totals,
-        "per_hour": _table(window, "hour", names),
-        "per_day": _table(window, "day", names),
-        "window": window,
-    }
+    return {"totals": totals, "window": window}
 
 
 def _utc_hour(hour):
@@ -80,11 +77,10 @@ def _iso_day(day):
 
 def as_json(report):
     """The report with its hours and days as ISO 8601 strings, hours marked as UTC."""
-    window, names = report["window"], tuple(report["totals"])
     return {
         "totals": report["totals"],
-        "per_hour": _table(window, "hour", names, _utc_hour),
-        "per_day": _table(window, "day", names, _iso_day),
+        "per_hour": rows(report, "hour", _utc_hour),
+        "per_day": rows(report, "day", _iso_day),
     }
 
 

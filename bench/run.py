@@ -167,12 +167,8 @@ class Server(servers.Server):
 
     def __init__(self, name, command, env, log_dir, cwd=ROOT, ready_path="/healthz"):
         self.name = name
-        self.logs_access = env.get("ACCESS_LOG", "true").strip().lower() in {
-            "1",
-            "true",
-            "yes",
-            "on",
-        }
+        # Read as the service reads it.
+        self.logs_access = config.flag(env.get("ACCESS_LOG"), True)
         super().__init__(env, Path(log_dir) / f"{name}.log", command, cwd, ready_path)
 
     def log_mark(self):

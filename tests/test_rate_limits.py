@@ -205,7 +205,8 @@ def test_unreachable_storage_falls_back_to_per_process_limits(make_app):
 
 
 def test_token_reading_routes_are_every_view_that_checks_a_token(make_app):
-    endpoints = make_app(**LIMITED).extensions["policies"].endpoints(reads_token=True)
+    policies = make_app(**LIMITED).extensions["policies"].by_endpoint
+    endpoints = {endpoint for endpoint, found in policies.items() if found.reads_token}
     assert endpoints == {"data_query", "typed_data", "teapot", "stats", "pages.stats"}
 
 

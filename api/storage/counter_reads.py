@@ -22,6 +22,17 @@ TOTAL = sa.text(TOTAL_SQL)
 HOUR = timedelta(hours=1)
 
 
+def whole_hour_bound(hour):
+    """Half an hour before ``hour``: a bound for comparing stored hours, which are whole.
+
+    SQLite keeps hours as text, written with microseconds by SQLAlchemy and without by the
+    counter writer, and a bound at a whole hour would put one precision's row of that hour on
+    the wrong side. Between whole hours it cannot: ``> bound`` selects from ``hour`` on, and
+    ``< bound`` the hours before it.
+    """
+    return hour - HOUR / 2
+
+
 def read_counter(name):
     """The committed total of a counter; zero before its first increment."""
     with reading() as conn:
@@ -44,18 +55,14 @@ HOUR_TOTALS = (
 
 
 def hour_totals(names, first, last):
-    """``{name: {hour: total}}`` for each stored hour in [first, last], summed over its slots.
-
-    SQLite keeps hours as text, and a text bound with another precision than the stored rows
-    (``12:00:00`` against ``12:00:00.000000``) would drop the first hour. So SQL selects from
-    an hour earlier and the exact window is cut here, on parsed datetimes.
-    """
-    params = {"names": list(names), "after": first - HOUR, "last": last}
+    """``{name: {hour: total}}`` for each stored hour in [first, last], summed over its slots
+    (on SQLite an hour's rows of both precisions come back as two groups, summed here)."""
+    params = {"names": list(names), "after": whole_hour_bound(first), "last": last}
     with reading() as conn:
         rows = conn.execute(HOUR_TOTALS, params).all()
     totals = {name: {} for name in names}
     for name, hour, total in rows:
-        if first <= hour <= last:
+        if hour <= last:
             per_hour = totals[name]
             per_hour[hour] = per_hour.get(hour, 0) + int(total)
     return totals

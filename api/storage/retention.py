@@ -16,6 +16,7 @@ from datetime import datetime, time, timedelta
 import sqlalchemy as sa
 
 from . import clock
+from .counter_reads import whole_hour_bound
 from .tables import counter_hours, counters
 
 log = logging.getLogger(__name__)
@@ -63,13 +64,10 @@ def _prune(conn, before):
                 if oldest is None or oldest >= before:
                     break
                 upto = min(before, datetime.combine(oldest.date() + timedelta(days=1), time.min))
-                # Whole hours compared with a half hour: SQLite keeps them as text, written
-                # with and without microseconds, and a bound of either precision would put
-                # the other's row at the same hour on the wrong side.
                 gone = conn.execute(
                     sa.delete(counter_hours).where(
                         counter_hours.c.name == name,
-                        counter_hours.c.hour < upto - timedelta(minutes=30),
+                        counter_hours.c.hour < whole_hour_bound(upto),
                     )
                 ).rowcount
             if not gone:

@@ -12,7 +12,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from . import clock
-from .counter_reads import HOUR, days_back, hour_totals, hours_back, start_of
+from .counter_reads import HOUR, days_back, hour_totals, hours_back, start_of, whole_hour_bound
 from .engine import reading
 from .tables import counter_hours, counters
 
@@ -27,9 +27,8 @@ SEALED_AFTER = timedelta(minutes=1)
 def _totals_and_hour_statement(names):
     """Each counter's total and its rows from an hour on, in one statement and so from one
     snapshot: what came before the hour is the one less the other, and in the first minute of
-    an hour, the hour before is what remains of the total. Whole hours are compared with a
-    half hour, which no stored precision can put on the wrong side. Each name is a parameter
-    of its own, so that nothing is expanded on each execution."""
+    an hour, the hour before is what remains of the total. Each name is a parameter of its
+    own, so that nothing is expanded on each execution."""
     named = [sa.bindparam(f"name_{i}") for i in range(len(names))]
     zero = sa.literal_column("0")
     parts = sa.union_all(
@@ -185,7 +184,7 @@ class SeriesCache:
 
     def _totals_and_current(self, hour):
         """``({name: total}, {name: count of hour and after})``, from one snapshot."""
-        params = {**self._name_params, "after": hour - HOUR / 2}
+        params = {**self._name_params, "after": whole_hour_bound(hour)}
         with reading() as conn:
             rows = conn.execute(self._totals_and_hour, params).all()
         totals = dict.fromkeys(self.names, 0)
