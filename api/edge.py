@@ -20,7 +20,6 @@ gets one line naming the exception and where it was raised, rather than a server
 and a traceback for every such request.
 """
 
-import json
 import traceback
 
 from werkzeug.http import HTTP_STATUS_CODES
@@ -42,7 +41,7 @@ COLLECT_UP_TO = 1024 * 1024
 def refusal(status):
     """A complete WSGI answer for a request refused here: envelope, security headers, close."""
     document = errors.error_document(status, errors.standard_message(status))
-    body = (json.dumps(document) + "\n").encode()
+    body = errors.json_body(document).encode()
     headers = [
         ("Content-Type", errors.ENVELOPE_MIMETYPE),
         ("Content-Length", str(len(body))),

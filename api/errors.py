@@ -18,6 +18,13 @@ from werkzeug.http import HTTP_STATUS_CODES
 from . import policy
 
 
+def json_body(document):
+    """A JSON answer's text, as Flask-RESTful 0.3.10's ``output_json`` writes it when no
+    RESTFUL_JSON settings are given: ``json.dumps`` and a newline. Every JSON answer, success
+    or error, from the app or the edge, is written by this one function."""
+    return json.dumps(document) + "\n"
+
+
 @dataclass(frozen=True)
 class Status:
     """One error status the service answers with."""
@@ -149,7 +156,7 @@ def error_response(status, message=None, headers=(), description=None):
         # Serialised as Flask-RESTful serialises the answers that succeed, so that an error
         # reads {"type": "Error", "content": ...} like the tutorial's, not with sorted keys.
         response = current_app.response_class(
-            json.dumps(error_document(status, message, shape)) + "\n",
+            json_body(error_document(status, message, shape)),
             mimetype=PROBLEM_MIMETYPE if shape == PROBLEM else ENVELOPE_MIMETYPE,
         )
     response.status_code = status

@@ -1,10 +1,9 @@
 """The route table: every API resource, its URL and its endpoint name, in one place."""
 
-import json
-
 from flask import current_app
 from flask_restful import Api
 
+from .. import errors
 from .data import DataQuery, Teapot, TypedData
 from .health import Health
 from .spec import OpenApiDocument
@@ -26,9 +25,9 @@ ROUTES = (
 
 def output_json(data, code, headers=None):
     """The JSON representation, as Flask-RESTful 0.3.10's ``output_json`` writes it when no
-    RESTFUL_JSON settings are given (the same bytes: ``json.dumps`` and a newline), without
+    RESTFUL_JSON settings are given (the same bytes: ``errors.json_body``), without
     reading the config and building a text/html response to relabel on every answer."""
-    response = current_app.response_class(json.dumps(data) + "\n", status=code, mimetype=JSON)
+    response = current_app.response_class(errors.json_body(data), status=code, mimetype=JSON)
     if headers:
         response.headers.extend(headers)
     return response

@@ -1,10 +1,8 @@
 """``/api/openapi.json``: the OpenAPI document that describes every route under ``/api``."""
 
-import json
-
 from flask_restful import Resource
 
-from .. import openapi, policy
+from .. import errors, openapi, policy
 from ..openapi import rendered
 
 JSON = "application/json"
@@ -30,7 +28,7 @@ LAST_MODIFIED = {
 
 def serialize():
     """The document as Flask-RESTful's JSON representation writes it (resources/__init__.py)."""
-    return (json.dumps(openapi.document()) + "\n").encode()
+    return errors.json_body(openapi.document()).encode()
 
 
 class OpenApiDocument(Resource):
