@@ -96,14 +96,18 @@ class App(Flask):
         self._synchronous = {}
 
     def ensure_sync(self, func):
+        # Keyed by the function, never by a bound method: Flask-RESTful hands over the
+        # dispatch_request of a Resource made anew for each request, and a cache keyed by
+        # those would keep every request's Resource alive. Functions are a fixed set.
+        key = getattr(func, "__func__", func)
         try:
-            return self._synchronous[func]
+            synchronous = self._synchronous[key]
         except KeyError:
-            synchronous = self._synchronous[func] = super().ensure_sync(func)
-            return synchronous
+            synchronous = self._synchronous[key] = super().ensure_sync(func) is func
         except TypeError:
             # Unhashable callables are rare; they take Flask's own path every time.
             return super().ensure_sync(func)
+        return func if synchronous else super().ensure_sync(func)
 
     def create_url_adapter(self, request):
         """Flask's, for a Host that is valid IDNA; another is a 400 (api/security.py). Flask
