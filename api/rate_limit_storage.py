@@ -5,10 +5,13 @@ Flask-Limiter re-reads and re-parses every limit string on every request, and li
 few more than its limit under concurrency. Here each limit is parsed once
 (:class:`ParsedOnce`), and ``memory://`` with the default fixed window runs on
 :class:`FixedWindowMemory`, which expires counts as it reads them, under one lock, with no
-thread. Together they cut the limiter's cost per request to under half (BENCHMARKS.md).
+thread, and keeps a bounded number of windows. Together they cut the limiter's cost per
+request to under half (BENCHMARKS.md).
 """
 
+import collections
 import dataclasses
+import math
 import threading
 import time
 
@@ -21,23 +24,34 @@ FIXED_WINDOW_MEMORY = "fixed-window-memory"
 
 
 class FixedWindowMemory(Storage):
-    """limits' storage interface for fixed windows, in this process's memory, exact and lazy.
+    """limits' storage interface for fixed windows, in this process's memory: exact, lazy and
+    bounded.
 
     Replaces limits' ``MemoryStorage`` (checked against limits 5.8) for the fixed window:
-    that one arms a ``threading.Timer`` after every increment to expire keys, and takes a
-    per-key lock that expiry may drop while another thread holds it. Here one lock guards
-    every count, a count past its expiry reads as zero and starts a new window, and expired
-    keys are swept in passing once every ``SWEEP_EVERY`` new windows.
+    that one arms a ``threading.Timer`` after every increment to expire keys, takes a
+    per-key lock that expiry may drop while another thread holds it, and keeps a key for
+    every client address it has seen until its window ends, a day for the failed-token
+    budget. Here one lock guards every count, and a count past its expiry reads as zero and
+    starts a new window. Windows of one length end in the order they opened, so each length
+    keeps a queue of them in that order: every new window retires at most ``RETIRE_AT_ONCE``
+    ended ones from the queues' fronts, so no request walks every key.
+
+    At most ``MAX_WINDOWS`` windows are kept (about 290 bytes each, some 18 MiB). A new one
+    beyond that drops the window closest to its end first. That is the trade: a flood of new
+    addresses can end other addresses' windows early, giving those a fresh budget, rather than
+    grow a worker until the platform kills it. Redis storage keeps every window.
     """
 
     STORAGE_SCHEME = [FIXED_WINDOW_MEMORY]
-    SWEEP_EVERY = 1024
+    MAX_WINDOWS = 65_536
+    RETIRE_AT_ONCE = 8
 
     def __init__(self, uri=None, wrap_exceptions=False, **options):
         self._lock = threading.Lock()
         # key -> [count, expiry as a time.time() value]
         self._windows = {}
-        self._opened = 0
+        # window length -> deque of (expiry, key, window), in the order the windows opened
+        self._ending = {}
         super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
 
     @property
@@ -51,15 +65,35 @@ class FixedWindowMemory(Storage):
             return None
         return window
 
+    def _open(self, key, length, now):
+        """A new window for ``key``; ended windows retired and the total bounded first."""
+        self._retire(now, self.RETIRE_AT_ONCE)
+        while len(self._windows) >= self.MAX_WINDOWS:
+            self._retire(math.inf, 1)
+        window = self._windows[key] = [0, now + length]
+        queue = self._ending.get(length)
+        if queue is None:
+            queue = self._ending[length] = collections.deque()
+        queue.append((window[1], key, window))
+        return window
+
+    def _retire(self, until, most):
+        """Drop up to ``most`` windows ending by ``until``, those that end first first."""
+        for _ in range(most):
+            fronts = [queue for queue in self._ending.values() if queue and queue[0][0] <= until]
+            if not fronts:
+                return
+            expiry, key, window = min(fronts, key=lambda queue: queue[0][0]).popleft()
+            # The key may have opened a newer window since; that one stays.
+            if self._windows.get(key) is window:
+                del self._windows[key]
+
     def incr(self, key, expiry, amount=1):
         now = time.time()
         with self._lock:
             window = self._live(key, now)
             if window is None:
-                window = self._windows[key] = [0, now + expiry]
-                self._opened += 1
-                if self._opened % self.SWEEP_EVERY == 0:
-                    self._sweep(now)
+                window = self._open(key, expiry, now)
             window[0] += amount
             return window[0]
 
@@ -89,15 +123,12 @@ class FixedWindowMemory(Storage):
         with self._lock:
             cleared = len(self._windows)
             self._windows.clear()
+            self._ending.clear()
         return cleared
 
     def clear(self, key):
         with self._lock:
             self._windows.pop(key, None)
-
-    def _sweep(self, now):
-        for key in [key for key, (_, expiry) in self._windows.items() if expiry <= now]:
-            del self._windows[key]
 
 
 @dataclasses.dataclass(eq=False)

@@ -12,6 +12,8 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from api.rate_limit_storage import FixedWindowMemory
+
 from . import servers
 
 LIMIT = 3
@@ -388,3 +390,49 @@ def test_a_spent_client_gets_429_for_chunked_and_oversized_bodies(start_server, 
     order = [411, 413, 411, 413]
     assert [status(BODIES[refused]) for refused in order] == order
     assert [status(BODIES[refused]) for refused in order] == [429] * 4
+
+
+# The memory store: bounded however many addresses come.
+
+
+def test_memory_windows_stay_bounded_whatever_the_number_of_addresses(make_app, monkeypatch):
+    monkeypatch.setattr(FixedWindowMemory, "MAX_WINDOWS", 200)
+    app = make_app(**LIMITED)
+    client = app.test_client()
+    store = next(iter(app.extensions["limiter"])).storage
+    assert isinstance(store, FixedWindowMemory)
+    # Each address's wrong token opens its failed-token windows (a minute and, by default,
+    # a day) besides its request window: three per address without the bound.
+    for i in range(300):
+        address = f"10.0.{i // 250}.{i % 250}"
+        answer = client.get(
+            "/api/errors", query_string={"token": "rapi_wrong"}, **from_address(address)
+        )
+        assert answer.status_code == 401
+    assert len(store._windows) <= 200
+    # The newest addresses keep their exact budgets.
+    newest = from_address("10.0.1.49")
+    assert [client.get("/api/pizza", **newest).status_code for _ in range(LIMIT)] == [200] * (
+        LIMIT - 1
+    ) + [429]
+
+
+def test_memory_windows_that_ended_are_retired_without_walking_every_key():
+    store = FixedWindowMemory()
+    for i in range(1000):
+        store.incr(f"short/{i}", 1)
+    store.incr("long", 3600)
+    assert len(store._windows) == 1001
+    # Two seconds on, the short windows have ended: each new window retires a few of them,
+    # rather than one request walking all of them.
+    for queue in store._ending.values():
+        for n, (_expiry, key, window) in enumerate(queue):
+            window[1] -= 2
+            queue[n] = (window[1], key, window)
+    for i in range(10):
+        store.incr(f"new/{i}", 60)
+    assert len(store._windows) == 1001 + 10 - 10 * FixedWindowMemory.RETIRE_AT_ONCE
+    for i in range(10, 200):
+        store.incr(f"new/{i}", 60)
+    assert len(store._windows) == 1 + 200
+    assert store.get("long") == 1
