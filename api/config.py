@@ -152,6 +152,10 @@ class Config:
         self.RATELIMIT_ENABLED = env_flag("RATELIMIT_ENABLED", True)
         self.RATELIMIT_STORAGE_URI = os.environ.get("RATELIMIT_STORAGE_URI") or "memory://"
         self.RATELIMIT_KEY_PREFIX = os.environ.get("RATELIMIT_KEY_PREFIX", "")
+        # Seconds to wait for Redis to connect or answer before counting in this process's
+        # memory instead: a Redis that accepts connections but never replies must not hold
+        # every request for the driver's default of several seconds.
+        self.RATELIMIT_STORAGE_TIMEOUT = env_number("RATELIMIT_STORAGE_TIMEOUT", 0.25, float)
         self.RATELIMIT_STRATEGY = os.environ.get("RATELIMIT_STRATEGY", "fixed-window")
         self.RATELIMIT_PER_CLIENT = os.environ.get("RATELIMIT_PER_CLIENT", "120 per minute")
         self.RATELIMIT_PER_TOKEN = os.environ.get("RATELIMIT_PER_TOKEN", "1200 per minute")

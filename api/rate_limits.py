@@ -28,6 +28,7 @@ from flask_limiter import Limiter
 from flask_limiter._extension import LimiterContext
 
 from . import auth, policy, security
+from .config import require
 from .rate_limit_storage import FIXED_WINDOW_MEMORY, ParsedOnce
 
 # CORS preflights never touch a limit: they are not hits.
@@ -86,6 +87,14 @@ class RequestLimiter(Limiter):
         except AttributeError:
             ctx._limiter_request_context = defaultdict(LimiterContext)
             return ctx._limiter_request_context[self]
+
+
+def storage_options(config):
+    """Bounded waits on a Redis that is slow or stalled, so that the fallback takes over."""
+    if not config["RATELIMIT_STORAGE_URI"].startswith(("redis://", "rediss://", "redis+")):
+        return {}
+    timeout = config["RATELIMIT_STORAGE_TIMEOUT"]
+    return {"socket_timeout": timeout, "socket_connect_timeout": timeout}
 
 
 def storage_uri(config):
@@ -176,7 +185,9 @@ def init_app(app):
     config = app.config
     if not config["RATELIMIT_ENABLED"]:
         return
+    require(config, "RATELIMIT_STORAGE_TIMEOUT", lambda s: s > 0, "more than 0 seconds")
     config["RATELIMIT_STORAGE_URI"] = storage_uri(config)
+    config.setdefault("RATELIMIT_STORAGE_OPTIONS", storage_options(config))
     limiter = RequestLimiter(
         key_func=client_address,
         application_limits=budgets(config),

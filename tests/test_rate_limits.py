@@ -1,7 +1,9 @@
 """Rate limits: per address, per token, for failed tokens; their 429s, headers and costs."""
 
 import os
+import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -204,6 +206,38 @@ def test_unreachable_storage_falls_back_to_per_process_limits(make_app):
     dead = f"redis://127.0.0.1:{servers.free_port()}/0"
     client = make_app(**LIMITED, RATELIMIT_STORAGE_URI=dead).test_client()
     assert statuses(client, LIMIT + 1) == [200] * LIMIT + [429]
+
+
+@pytest.fixture
+def silent_redis():
+    """A server that accepts connections, as a stalled Redis does, and never replies."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def accept():
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            held.append(connection)
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    listener.close()
+    for connection in held:
+        connection.close()
+
+
+def test_a_storage_that_never_replies_falls_back_within_its_timeout(make_app, silent_redis):
+    client = make_app(
+        **LIMITED, RATELIMIT_STORAGE_URI=silent_redis, RATELIMIT_STORAGE_TIMEOUT=0.2
+    ).test_client()
+    started = time.monotonic()
+    assert statuses(client, LIMIT + 1) == [200] * LIMIT + [429]
+    # One wait of the timeout, then the process counts in memory; the driver's default
+    # would have held each request for seconds.
+    assert time.monotonic() - started < 2
 
 
 def test_token_reading_routes_are_every_view_that_checks_a_token(make_app):
