@@ -1,5 +1,9 @@
 """The API contract, row by row, through the Flask test client."""
 
+import shutil
+import sqlite3
+import subprocess
+
 import pytest
 
 from api import catalogue
@@ -186,3 +190,60 @@ def test_errors_are_written_like_the_answers_that_succeed(client):
     """One envelope, one way of writing it: "type" first, as the tutorial shows it."""
     assert client.get("/api/pizza").data.startswith(b'{"type": "Pizza", "content": ')
     assert client.get("/api/coffee").data == b'{"type": "Error", "content": "Type not available"}\n'
+
+
+def test_healthz_fails_when_the_database_cannot_take_a_write(make_app, database_path):
+    """SQLite answers a SELECT while another process holds its write lock, or its disk is full;
+    counting would fail then, so the health check does too."""
+    app = make_app(SQLITE_BUSY_TIMEOUT_MS=100)
+    client = app.test_client()
+    assert client.get("/healthz").status_code == 200
+    holder = sqlite3.connect(database_path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        assert client.get("/healthz").status_code == 503
+        assert client.get("/api?data=1").status_code == 503
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert client.get("/healthz").status_code == 200
+
+
+@pytest.fixture
+def small_disk(tmp_path, migrated_template):
+    """A migrated SQLite file on a filesystem of its own, 2 MiB, and a way to fill it."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small filesystem here (needs root): {mounted.stderr!r}")
+    filler = mount / "filler"
+
+    def fill():
+        with open(filler, "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 4096)
+            except OSError:
+                pass
+
+    try:
+        shutil.copy(migrated_template, mount / "api.sqlite3")
+        yield mount / "api.sqlite3", fill, filler.unlink
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_healthz_fails_when_the_disk_is_full(make_app, small_disk):
+    path, fill, free = small_disk
+    client = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{path}").test_client()
+    # The database is open, its write-ahead log in place, when the disk fills up.
+    assert client.get("/api?data=1").status_code == 200
+    fill()
+    assert client.get("/api?data=1").status_code == 503
+    assert client.get("/healthz").status_code == 503
+    free()
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/api?data=1").status_code == 200

@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import threading
 
 import psycopg
@@ -250,3 +251,22 @@ def test_service_answers_503_while_the_database_is_away_and_recovers_by_itself(
     assert acknowledged <= counted <= acknowledged + CLIENTS
     answer = servers.fetch(server.url + "/api?data=hits")
     assert json.loads(answer.body)["content"] == before + counted + 1
+
+
+def test_health_check_fails_while_another_process_holds_the_sqlite_write_lock(
+    sqlite_url, start_server
+):
+    """SQLite still answers a SELECT then, but no hit can be committed: the platform must
+    hear that this server cannot count."""
+    server = start_server(sqlite_url, SQLITE_BUSY_TIMEOUT_MS=300)
+    assert servers.fetch(server.url + "/healthz").status == 200
+    holder = sqlite3.connect(sa.engine.make_url(sqlite_url).database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        health = servers.fetch(server.url + "/healthz")
+        assert (health.status, health.retry_after) == (503, "5")
+        assert servers.fetch(server.url + "/api?data=1").status == 503
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert servers.fetch(server.url + "/healthz").status == 200

@@ -309,7 +309,7 @@ def test_pooled_connections_the_server_closed_are_replaced_at_checkout(postgres_
     with app.app_context():
         assert [storage.find_token("a" * 64) for _ in range(5)] == ["reader"] * 5
         assert [storage.read_counter("hits") for _ in range(5)] == [0] * 5
-        assert storage.database_reachable()
+        assert storage.database_writable()
 
 
 def test_reads_in_autocommit_leave_the_pooled_connection_transactional(postgres_app):

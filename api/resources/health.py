@@ -6,22 +6,23 @@ from .. import errors, openapi, policy, storage
 
 
 class Health(Resource):
-    """``/healthz``: ok only after a real database round trip."""
+    """``/healthz``: ok only when the database takes a write, as every counted request needs."""
 
     # Polled by the platform: not a hit, never rate limited.
     policy = policy.OPERATIONS
     tag = "meta"
 
     @openapi.operation(
-        "Whether this server can reach its database",
-        description="For load balancers and platform routers. Not counted as a hit.",
+        "Whether this server can count requests",
+        description="For load balancers and platform routers: ok when the database takes a "
+        "write now, as every counted request needs. Not counted as a hit.",
         responses={
             200: openapi.json_response(
-                "The database answered.", "Health", {"ok": {"value": {"status": "ok"}}}
+                "The database took a write.", "Health", {"ok": {"value": {"status": "ok"}}}
             ),
             503: {
                 **openapi.json_response(
-                    "The database did not answer.",
+                    "The database is unreachable, read-only, locked or full.",
                     "Health",
                     {"unavailable": {"value": {"status": "unavailable"}}},
                 ),
@@ -30,6 +31,6 @@ class Health(Resource):
         },
     )
     def get(self):
-        if storage.database_reachable():
+        if storage.database_writable():
             return {"status": "ok"}, 200
         return {"status": "unavailable"}, 503, {"Retry-After": str(errors.RETRY_AFTER_SECONDS)}

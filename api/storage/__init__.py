@@ -4,8 +4,9 @@ Resources, pages, auth and the CLI call the functions this package's face names 
 build SQL themselves, so that each query can be read, tuned and tested in one place:
 
 - ``tables.py``: the tables (the migrations create them);
-- ``engine.py``: the engine, what each connection is told, health checks, the migration lock;
-- ``counter_writer.py``: every hit's increment, one path for SQLite and one for PostgreSQL;
+- ``engine.py``: the engine, what each connection is told, the migration lock;
+- ``counter_writer.py``: every hit's increment, one path for SQLite and one for PostgreSQL, and
+  the health check, which commits a batch that adds nothing;
 - ``counter_reads.py``: totals, and the per-hour and per-day series from every stored row;
 - ``series.py``: the same series with completed hours read once per process, for the pages;
 - ``retention.py``: how long hourly rows are kept, and their daily pruning;
@@ -16,8 +17,8 @@ build SQL themselves, so that each query can be read, tuned and tested in one pl
 from .. import group_commit
 from . import clock
 from .counter_reads import counts_per_day, counts_per_hour, read_counter
-from .counter_writer import increment_counter, writer_for
-from .engine import MIGRATION_LOCK_KEY, database_reachable, migration_lock, reading
+from .counter_writer import database_writable, increment_counter, writer_for
+from .engine import MIGRATION_LOCK_KEY, migration_lock, reading
 from .engine import bind as _bind
 from .retention import prune_counter_hours
 from .series import SEALED_AFTER, SeriesCache
@@ -44,7 +45,7 @@ __all__ = [
     "counts_per_day",
     "counts_per_hour",
     "create_token",
-    "database_reachable",
+    "database_writable",
     "db",
     "find_token",
     "increment_counter",

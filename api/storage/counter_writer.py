@@ -84,6 +84,18 @@ def increment_counter(name, amount=1):
     return current_app.extensions["counter_commits"].increment(name, amount)
 
 
+def database_writable():
+    """Whether a hit could be committed now: a batch that adds nothing, through the same writer
+    and transaction every counted request uses, so that a health check fails exactly when
+    counting would (a database unreachable, read-only, locked by another process, or out of
+    disk), not only when it cannot answer a SELECT."""
+    try:
+        increment_counter("hits", 0)
+    except sa.exc.DBAPIError:
+        return False
+    return True
+
+
 def writer_for(engine, config):
     """The writer for this engine's database, sized and bounded by the app's config."""
     writer = PostgreSQLWriter if engine.dialect.name == "postgresql" else SQLiteWriter

@@ -3,6 +3,7 @@
 One engine per app, bound by :func:`init_app`. PostgreSQL connections get their statement
 timeout and TCP keepalives here, are checked without a round trip as they leave the pool, and
 count as lost when the server turns read-only or shuts down; SQLite connections get WAL.
+Whether the database can take a hit now is the counter writer's to say (``counter_writer.py``).
 """
 
 import select
@@ -26,11 +27,6 @@ EPHEMERAL_SQLITE_MESSAGE = (
 
 # Any constant works, as long as every release of this app uses the same one.
 MIGRATION_LOCK_KEY = 0x61706930_6D696772
-
-# A server that answers but cannot take writes (a standby after a failover) cannot count.
-# A SQLite file this process can open is writable.
-WRITABLE = sa.text("SELECT current_setting('transaction_read_only') = 'off'")
-ANSWERS = sa.text("SELECT 1")
 
 
 def server_unavailable(error):
@@ -169,21 +165,6 @@ def reading():
     if connection.dialect.name == "sqlite":
         return connection
     return connection.execution_options(isolation_level="AUTOCOMMIT")
-
-
-def database_reachable():
-    """One round trip, so that a health check proves the database answers and takes writes."""
-    try:
-        with reading() as conn:
-            check = WRITABLE if conn.dialect.name == "postgresql" else ANSWERS
-            writable = bool(conn.execute(check).scalar_one())
-            if not writable:
-                # A session opened on a read-only server stays read-only: drop it, so that
-                # the pool opens a new one, on the writable primary, once there is one.
-                conn.invalidate()
-            return writable
-    except sa.exc.DBAPIError:
-        return False
 
 
 @contextmanager
