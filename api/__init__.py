@@ -11,10 +11,10 @@ A request meets the parts in this order, from the socket to the access log line:
 4. **Flask** matches the route; its policy (``api/policy.py``) says what the route is.
 5. **Before the view**, the hooks in this order:
 
-   a. ``count_hit`` (``api/counting.py``): the hit, first, so that everything after it,
-      a 429 included, is counted;
-   b. ``identify_client`` (``api/rate_limits.py``): whose token, if valid;
-   c. Flask-Limiter: the budgets, a 429 ends the request here;
+   a. ``identify_client`` (``api/rate_limits.py``): whose token, if valid;
+   b. Flask-Limiter: the budgets, a 429 ends the request here (counted at the end);
+   c. ``count_hit`` (``api/counting.py``): the hit, committed before the view, so that a
+      hit count the view reports includes itself;
    d. ``check_body`` (``api/security.py``): a chunked body 411, a big one 413.
 
 6. **The view**: a Flask-RESTful resource (``api/resources/``) or a page
@@ -22,8 +22,9 @@ A request meets the parts in this order, from the socket to the access log line:
    from any layer, becomes one shape in ``api/errors.py``.
 7. **After the view**, the hooks in this order (Flask runs them last registered first, so
    each part's come in the reverse of its place above): CORS and the security headers
-   (``api/security.py``), the RateLimit headers, and last ``count_error``, which sees the
-   final status.
+   (``api/security.py``), the RateLimit headers, and last ``count_outcome``, which sees
+   the final status: the error of a counted request that failed, or the hit and the error of
+   one refused before ``count_hit``, in one write.
 8. **The edge** again: the access log line (``api/access_log.py``); and should an exception
    escape all of the above, a 500 in the envelope, counted, with one line in the app log.
 """
@@ -156,6 +157,7 @@ def create_app(test_config=None):
     # The hooks, registered in the order of the request path above.
     counting.init_app(app)
     rate_limits.init_app(app)
+    counting.register_hit_hook(app)
     security.init_app(app)
     # The OpenAPI document, built from every route registered above.
     openapi.init_app(app)

@@ -3,6 +3,12 @@
 Counting happens in request hooks rather than in error handlers, because Flask-RESTful
 replaces the app's exception handlers for its own routes and errors raised inside a
 Resource never reach them.
+
+A request is counted once, in one write: its hit just before the view runs (so that a hit
+count it reports includes itself), and its error, if it ends with one, after the view. A
+request refused before its hit was counted (a 429 from the rate limiter) is counted at the
+end, its hit and its error in one transaction, so that a refused client costs the service
+one write, as a served one does, rather than two.
 """
 
 from flask import g, request
@@ -13,8 +19,19 @@ UNCOUNTED_METHODS = frozenset({"HEAD", "OPTIONS"})
 
 # What the hooks have counted for a request, kept in its WSGI environ, which outlives the
 # request context: the edge's last resort (api/edge.py) reads it to count what they could not.
+# FAILED marks a request whose count failed (the database away): it is not tried again for
+# the 503 that failure is answered with.
 COUNTED = "api.counted"
-HIT, ERROR = "hit", "error"
+HIT, ERROR, FAILED = "hit", "error", "failed"
+
+
+def _count(amounts, counted):
+    """Commit ``amounts``; the request's state becomes ``counted``, or FAILED if that raised."""
+    environ = request.environ
+    environ[COUNTED] = FAILED
+    totals = storage.increment_counters(amounts)
+    environ[COUNTED] = counted
+    return totals
 
 
 def counts_as_hit():
@@ -26,27 +43,29 @@ def counts_as_hit():
 def count_hit():
     """Count the hit before the view runs, so that a hit count it reports includes itself."""
     if counts_as_hit():
-        g.hit_count = storage.increment_counter("hits")
-        request.environ[COUNTED] = HIT
+        g.hit_count = _count({"hits": 1}, HIT)["hits"]
 
 
-def count_error(response):
-    """Count every counted request that ended with a 4xx or 5xx, whatever produced it."""
-    if "hit_count" in g and response.status_code >= 400:
-        storage.increment_counter("errors")
-        request.environ[COUNTED] = ERROR
+def count_outcome(response):
+    """After the view: the error of a counted request that ended with a 4xx or 5xx, whatever
+    produced it; and the hit too, in the same write, of one refused before ``count_hit``."""
+    counted = request.environ.get(COUNTED)
+    failed = response.status_code >= 400
+    if counted == HIT:
+        if failed:
+            _count({"errors": 1}, ERROR)
+    elif counted is None and counts_as_hit():
+        _count({"hits": 1, "errors": 1} if failed else {"hits": 1}, ERROR if failed else HIT)
     return response
 
 
 def count_unanswered():
     """Count a request whose answer escaped the app, which the edge answers with a 500: its
-    hit when ``count_hit`` never saw it, and its error unless ``count_error`` counted one."""
+    hit when the hooks never counted it, and its error unless they counted one; in one write."""
     counted = request.environ.get(COUNTED)
-    if counted == ERROR or (counted is None and not counts_as_hit()):
+    if counted in (ERROR, FAILED) or (counted is None and not counts_as_hit()):
         return
-    if counted is None:
-        storage.increment_counter("hits")
-    storage.increment_counter("errors")
+    storage.increment_counters({"errors": 1} if counted == HIT else {"hits": 1, "errors": 1})
 
 
 def current_hits():
@@ -58,7 +77,13 @@ def current_hits():
 
 
 def init_app(app):
-    """Count first and count the error last: the factory calls this before any other part
-    registers a hook, so that no hook can skip either."""
+    """Count the outcome last: the factory calls this before any other part registers an
+    after-request hook, so that it sees the final status. The hit's hook goes after the rate
+    limiter's (``register_hit_hook``), so that a refused request is counted in one write."""
+    app.after_request(count_outcome)
+
+
+def register_hit_hook(app):
+    """The hit's hook, registered once the rate limiter's hooks are (the request path in
+    ``api/__init__.py``)."""
     app.before_request(count_hit)
-    app.after_request(count_error)

@@ -17,14 +17,13 @@ import threading
 
 
 class _Ticket:
-    """One caller's increment, and the lock it sleeps on until its batch has committed."""
+    """One caller's increments, and the lock it sleeps on until its batch has committed."""
 
-    __slots__ = ("name", "amount", "total", "error", "lead", "_wake")
+    __slots__ = ("amounts", "totals", "error", "lead", "_wake")
 
-    def __init__(self, name, amount):
-        self.name = name
-        self.amount = amount
-        self.total = None
+    def __init__(self, amounts):
+        self.amounts = amounts
+        self.totals = None
         self.error = None
         # Set instead of a result when the caller is to lead the next batch.
         self.lead = False
@@ -55,7 +54,12 @@ class GroupCommit:
 
     def increment(self, name, amount=1):
         """Add amount to a counter; return the total just after it, once it is committed."""
-        ticket = _Ticket(name, amount)
+        return self.increment_many({name: amount})[name]
+
+    def increment_many(self, amounts):
+        """Add ``{name: amount}`` in one transaction; return each total just after it, once
+        committed. A request counted as a hit and an error at once costs one write."""
+        ticket = _Ticket(amounts)
         with self._mutex:
             self._queue.append(ticket)
             follow = self._leading
@@ -66,7 +70,7 @@ class GroupCommit:
             self._lead(ticket)
         if ticket.error is not None:
             raise ticket.error
-        return ticket.total
+        return ticket.totals
 
     def _lead(self, own):
         """Commit everything queued, wake its callers, and hand the lead on or put it down."""
@@ -97,12 +101,15 @@ class GroupCommit:
         """Commit a batch and give each of its tickets a total, or the batch's error."""
         amounts = {}
         for ticket in batch:
-            amounts[ticket.name] = amounts.get(ticket.name, 0) + ticket.amount
+            for name, amount in ticket.amounts.items():
+                amounts[name] = amounts.get(name, 0) + amount
         try:
             totals = self._commit(amounts)
             for ticket in reversed(batch):
-                ticket.total = totals[ticket.name]
-                totals[ticket.name] -= ticket.amount
+                ticket.totals = {}
+                for name, amount in ticket.amounts.items():
+                    ticket.totals[name] = totals[name]
+                    totals[name] -= amount
         except BaseException as error:  # noqa: BLE001 - every caller of the batch must hear of it
             for ticket in batch:
                 ticket.error = error

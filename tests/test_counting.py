@@ -124,9 +124,9 @@ def test_hooks_run_in_the_order_of_the_request_path(make_app):
         return [getattr(hook, "func", hook).__name__ for hook in hooks]
 
     assert names(app.before_request_funcs[None]) == [
-        "count_hit",
         "identify_client",
         "_check_request_limit",
+        "count_hit",
         "check_body",
     ]
     # Flask runs after-request hooks last registered first.
@@ -135,7 +135,7 @@ def test_hooks_run_in_the_order_of_the_request_path(make_app):
         "add_security_headers",
         "__inject_headers",
         "add_rate_limit_headers",
-        "count_error",
+        "count_outcome",
     ]
 
 

@@ -144,6 +144,21 @@ def test_every_429_is_a_counted_hit_and_error(limited, hits):
     assert hits("errors") == before_errors + 4
 
 
+def test_a_429_costs_one_write(make_app):
+    """A refused client costs the service less than a served one: its hit and its error are
+    committed together, in one transaction."""
+    app = make_app(**LIMITED)
+    commits = app.extensions["counter_commits"]
+    written = []
+    commit = commits._commit
+    commits._commit = lambda amounts: written.append(dict(amounts)) or commit(amounts)
+    client = app.test_client()
+    assert statuses(client, LIMIT) == [200] * LIMIT
+    written.clear()
+    assert statuses(client, 2) == [429, 429]
+    assert written == [{"hits": 1, "errors": 1}] * 2
+
+
 def test_limits_are_off_when_disabled(make_app):
     app = make_app(**LIMITED, RATELIMIT_ENABLED=False)
     client = app.test_client()

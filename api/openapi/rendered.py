@@ -15,7 +15,7 @@ document as its body, a status neither the spec nor the error envelope has, for 
 client writes to. It would also add a ``Date``, which the server already sends.
 
 A 304 goes through every after-request hook like any answer: the security headers, and
-``count_error``, which sees a success. Werkzeug drops its body, ``Content-Type``,
+``count_outcome``, which sees a success. Werkzeug drops its body, ``Content-Type``,
 ``Content-Length`` and ``Last-Modified`` on the way to the server and keeps ``ETag`` and
 ``Cache-Control`` (``Response.get_wsgi_headers``, checked against Werkzeug 3.1.9).
 """

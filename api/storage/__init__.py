@@ -17,7 +17,7 @@ build SQL themselves, so that each query can be read, tuned and tested in one pl
 from .. import group_commit
 from . import clock
 from .counter_reads import counts_per_day, counts_per_hour, read_counter
-from .counter_writer import database_writable, increment_counter, writer_for
+from .counter_writer import database_writable, increment_counter, increment_counters, writer_for
 from .engine import MIGRATION_LOCK_KEY, migration_lock, reading
 from .engine import bind as _bind
 from .retention import prune_counter_hours
@@ -49,6 +49,7 @@ __all__ = [
     "db",
     "find_token",
     "increment_counter",
+    "increment_counters",
     "init_app",
     "list_tokens",
     "migration_lock",

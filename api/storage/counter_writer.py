@@ -84,6 +84,12 @@ def increment_counter(name, amount=1):
     return current_app.extensions["counter_commits"].increment(name, amount)
 
 
+def increment_counters(amounts):
+    """Increment several counters in one transaction (``{name: amount}``); return each total.
+    A request counted as a hit and an error together costs one write, not two."""
+    return current_app.extensions["counter_commits"].increment_many(amounts)
+
+
 def database_writable():
     """Whether a hit could be committed now: a batch that adds nothing, through the same writer
     and transaction every counted request uses, so that a health check fails exactly when
