@@ -58,17 +58,42 @@ _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-def mask_tokens(text):
-    """Replace the value of every ``token`` parameter in a URL or query string."""
+# How many layers of percent-encoding a parameter's value is decoded through when looking for
+# a token inside it (a URL in ``next=`` holding a URL in its own ``next=``, and so on).
+DECODE_LAYERS = 4
+
+
+def mask_tokens(text, tokens_like=None):
+    """Replace the value of every ``token`` parameter in a URL or query string, and the whole
+    value of any parameter that, percent-decoded, holds one (``next=%2Fapi%3Ftoken%3D...``)
+    or, given ``tokens_like``, anything shaped like a token."""
     if not text or "=" not in text:
         return text
 
     def replace(match):
-        if match.group("value") and unquote_plus(match.group("name")).strip().lower() == "token":
+        value = match.group("value")
+        if not value:
+            return match.group(0)
+        if unquote_plus(match.group("name")).strip().lower() == "token" or (
+            "%" in value and _hides_a_token(value[1:], tokens_like)
+        ):
             return f"{match.group('sep')}{match.group('name')}={MASK}"
         return match.group(0)
 
     return _PARAM.sub(replace, text)
+
+
+def _hides_a_token(value, tokens_like):
+    """Whether a percent-encoded value, decoded layer by layer, holds a token parameter or a
+    token-shaped string."""
+    for _ in range(DECODE_LAYERS):
+        decoded = unquote_plus(value)
+        if decoded == value:
+            return False
+        value = decoded
+        if mask_tokens(value) != value or (tokens_like and tokens_like.search(value)):
+            return True
+    return False
 
 
 def may_hold_token_parameter(text):
@@ -84,7 +109,7 @@ def token_pattern(prefix):
 
 def mask_secrets(text, tokens_like):
     """Mask token parameters, Authorization credentials and token-shaped strings in a line."""
-    text = mask_tokens(text)
+    text = mask_tokens(text, tokens_like)
     text = _CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{m.group('space')}{MASK}", text)
     return tokens_like.sub(MASK, text)
 
@@ -141,6 +166,12 @@ def request_target(environ):
     return f"{target}?{query}" if query else target
 
 
+def protocol(environ):
+    """The request line's protocol as sent: granian names HTTP/1.0 ``HTTP/1``."""
+    name = environ.get("SERVER_PROTOCOL", "-")
+    return "HTTP/1.0" if name == "HTTP/1" else escape(name)
+
+
 class AccessLog:
     """Writes the access line for each answered request; one per process, shared by threads."""
 
@@ -168,18 +199,18 @@ class AccessLog:
         """The access line for one request, masked and escaped, without its newline."""
         target = request_target(environ)
         if may_hold_token_parameter(target):
-            target = mask_tokens(target)
+            target = mask_tokens(target, self.tokens_like)
         referer = environ.get("HTTP_REFERER")
         if referer is None:
             referer = "-"
         elif may_hold_token_parameter(referer):
-            referer = mask_tokens(referer)
+            referer = mask_tokens(referer, self.tokens_like)
         agent = environ.get("HTTP_USER_AGENT", "-")
         line = (
             f"{client_address(environ)} - - {self.timestamp()} "
             f'"{escape(environ.get("REQUEST_METHOD", "-"))} '
             f"{_cut(escape(target), TARGET_CHARS)} "
-            f'{escape(environ.get("SERVER_PROTOCOL", "-"))}" {status} {size} '
+            f'{protocol(environ)}" {status} {size} '
             f'"{_cut(escape(referer), HEADER_CHARS)}" "{_cut(escape(agent), HEADER_CHARS)}"'
         )
         if self.token_prefix in line:

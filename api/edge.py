@@ -3,7 +3,8 @@
 It is plain WSGI, so it holds the same under granian, gunicorn or any other server:
 
 1. **Request head limits.** A request line over 4 KiB is answered ``414``, a header over 8 KiB
-   or more than 100 headers ``431``, in the envelope with the security headers. Such requests
+   or more than 100 headers ``431``, and an X-Forwarded-* header that a trusted proxy sets
+   but that arrived empty ``400``, in the envelope with the security headers. Such requests
    never reach Flask, so they are not hits. (The server bounds the head first: granian refuses
    a head over its buffer, and hyper more than 100 headers, with empty answers of its own.)
 2. **Request bodies** get a reader that ends at ``Content-Length`` and bounds every wait
@@ -34,13 +35,27 @@ MAX_REQUEST_LINE = 4094
 MAX_HEADERS = 100
 MAX_HEADER_LINE = 8190
 
+# A forwarded header from a trusted proxy that arrived empty: granian hands the app an empty
+# value for a header that is not ASCII, and ProxyFix would then take the proxy itself for
+# the client, putting it in the proxy's own rate-limit bucket and log lines.
+UNREADABLE_FORWARDED = "A forwarded header from the proxy in front is empty or not ASCII"
+
+# The WSGI names of the X-Forwarded-* headers, by their PROXY_FIX_X_* setting.
+FORWARDED = {
+    "FOR": "HTTP_X_FORWARDED_FOR",
+    "PROTO": "HTTP_X_FORWARDED_PROTO",
+    "HOST": "HTTP_X_FORWARDED_HOST",
+    "PORT": "HTTP_X_FORWARDED_PORT",
+    "PREFIX": "HTTP_X_FORWARDED_PREFIX",
+}
+
 # Answers up to this size are joined into one piece; bigger or unknown ones stream as they come.
 COLLECT_UP_TO = 1024 * 1024
 
 
-def refusal(status):
+def refusal(status, message=None):
     """A complete WSGI answer for a request refused here: envelope, security headers, close."""
-    document = errors.error_document(status, errors.standard_message(status))
+    document = errors.error_document(status, message or errors.standard_message(status))
     body = errors.json_body(document).encode()
     headers = [
         ("Content-Type", errors.ENVELOPE_MIMETYPE),
@@ -77,9 +92,27 @@ def head_refusal(environ):
             continue
         count += 1
         if type(value) is str and name + 2 + len(value) > MAX_HEADER_LINE:
-            return 431
+            if _longest_line(name, value) > MAX_HEADER_LINE:
+                return 431
     if count > MAX_HEADERS:
         return 431
+    return None
+
+
+def _longest_line(name, value):
+    """The longest line a header's value may have come in. Servers join a header sent on
+    several lines into one value with commas (granian with ``,``, gunicorn with ``, ``), and
+    the app cannot tell those commas from the sender's own: each element is measured as a
+    line of its own, and the joined value is bounded by the server's head buffer."""
+    return name + 2 + max(len(element) for element in value.split(","))
+
+
+def forwarded_refusal(environ, keys):
+    """400 when a header a trusted proxy sets came empty (unreadable), else None."""
+    for key in keys:
+        value = environ.get(key)
+        if value is not None and not value.strip():
+            return 400
     return None
 
 
@@ -102,9 +135,16 @@ class Edge:
         self.deadline = deadline
         self.access_log = access_log
         self.refusals = {status: refusal(status) for status in (414, 431)}
+        self.refusals[400] = refusal(400, UNREADABLE_FORWARDED)
+        #: The X-Forwarded-* headers a trusted proxy sets, which must not arrive empty.
+        self.forwarded = tuple(
+            key for name, key in FORWARDED.items() if flask_app.config[f"PROXY_FIX_X_{name}"]
+        )
 
     def __call__(self, environ, start_response):
         refused = head_refusal(environ)
+        if refused is None and self.forwarded:
+            refused = forwarded_refusal(environ, self.forwarded)
         if refused is not None:
             status, headers, body = self.refusals[refused]
             start_response(status, headers)

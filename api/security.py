@@ -6,12 +6,13 @@ Header values are built once here, so each response pays for one list extend and
 **The Host header** is the client's to write (or, with ``PROXY_FIX_X_HOST``, the proxy's
 ``X-Forwarded-Host``). Flask binds the URL map to it before any hook runs. Werkzeug encodes
 it as IDNA there, and decodes it wherever a URL shows it, so a name that only one way accepts
-(``xn--zz``) would fail later, as a 500; :func:`check_host` refuses any Host that is not
-valid IDNA both ways (``a..b``, a label over 63 characters, ``xn--zz``) with ``BadHost``
-before binding, and Flask one outside ``TRUSTED_HOSTS`` with ``SecurityError``. Both are a
-``400`` that the view raises after the hit is counted, answered with one fixed message, so
-the Host is never echoed, and as data (``policy.current``), since no page can be built on an
-unbound map. No page shows the Host either: examples use ``PUBLIC_URL`` (``api/pages.py``).
+(``xn--zz``) would fail later, as a 500. :func:`check_host` refuses, with ``BadHost`` before
+binding, any Host that is not valid IDNA both ways (``a..b``, a label over 63 characters,
+``xn--zz``), a Host sent twice, and an HTTP/1.1 request without one; Flask refuses one
+outside ``TRUSTED_HOSTS`` with ``SecurityError``. Both are a ``400`` that the view raises
+after the hit is counted, answered with one fixed message, so the Host is never echoed, and
+as data (``policy.current``), since no page can be built on an unbound map. No page shows
+the Host either: examples use ``PUBLIC_URL`` (``api/pages.py``).
 """
 
 import functools
@@ -144,9 +145,14 @@ def valid_idna(host):
 
 
 def check_host(environ):
-    """Refuse a Host that is not valid IDNA, before Flask binds the URL map to it."""
+    """Refuse a Host that is not valid IDNA, sent twice (a server joins the two with a comma),
+    or missing from an HTTP/1.1 request (RFC 9112, section 3.2, asks for a 400 for each),
+    before Flask binds the URL map to it."""
     host = environ.get("HTTP_HOST")
-    if host and not valid_idna(host):
+    if host:
+        if "," in host or not valid_idna(host):
+            raise BadHost()
+    elif environ.get("SERVER_PROTOCOL") == "HTTP/1.1":
         raise BadHost()
 
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api import catalogue, security
+from api import catalogue, edge, security
 
 from . import servers
 
@@ -486,3 +486,55 @@ def test_real_server_answers_malformed_http_and_counts_only_what_reaches_the_app
     assert after["errors"] == before.get("errors", 0) + reached_app
     with closing(sqlite3.connect(tmp_path / "hostile.sqlite3")) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def answer_at(server, raw):
+    """(status, the envelope's content or None) of raw bytes sent to a real server."""
+    status, _headers, body = servers.parse_answer(servers.exchange(server.port, raw))
+    return status, json.loads(body)["content"] if body else None
+
+
+@pytest.mark.server
+def test_real_server_reads_headers_and_hosts_as_rfc_9112_asks(start_server, sqlite_url):
+    """granian joins repeated header lines with a comma, and hands over a missing Host as an
+    empty one: each line is held to the limit on its own, and a Host twice or none is 400."""
+    server = start_server(sqlite_url)
+    repeated = b"".join(b"X-A: " + b"a" * 2005 + b"\r\n" for _ in range(8))
+    assert (
+        answer_at(server, b"GET /api/pizza HTTP/1.1\r\nHost: x\r\n" + repeated + b"\r\n")[0] == 200
+    )
+    one_long_line = b"X-A: " + b"a" * 8190 + b"\r\n"
+    assert (
+        answer_at(server, b"GET /api/pizza HTTP/1.1\r\nHost: x\r\n" + one_long_line + b"\r\n")[0]
+        == 431
+    )
+    bad_host = (400, security.HOST_REFUSED)
+    assert answer_at(server, b"GET /api/pizza HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n") == bad_host
+    assert answer_at(server, b"GET /api/pizza HTTP/1.1\r\nConnection: close\r\n\r\n") == bad_host
+    # HTTP/1.0 has no Host to require; its access line names it as sent.
+    assert answer_at(server, b"GET /api/pizza?v=10 HTTP/1.0\r\n\r\n")[0] == 200
+    server.wait_for_output('"GET /api/pizza?v=10 HTTP/1.0" 200')
+
+
+@pytest.mark.server
+def test_an_unreadable_forwarded_address_is_refused_not_charged_to_the_proxy(
+    start_server, sqlite_url
+):
+    """Behind a trusted proxy, a non-ASCII byte in X-Forwarded-For reaches the app as an empty
+    value; taken as it is, the client would become the proxy, in its rate-limit bucket and
+    its log lines."""
+    server = start_server(
+        sqlite_url,
+        PROXY_FIX_X_FOR=1,
+        RATELIMIT_ENABLED="true",
+        RATELIMIT_PER_CLIENT="2 per minute",
+    )
+    mangled = b"GET /api/pizza HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9\xe9\r\n\r\n"
+    for _ in range(4):
+        assert answer_at(server, mangled) == (400, edge.UNREADABLE_FORWARDED)
+    # The proxy's own address, which the mangled requests would have been charged to, still
+    # has its whole budget, and so has the client.
+    plain = b"GET /api/pizza HTTP/1.1\r\nHost: x\r\n\r\n"
+    client = b"GET /api/pizza HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9\r\n\r\n"
+    assert [answer_at(server, plain)[0] for _ in range(2)] == [200, 200]
+    assert [answer_at(server, client)[0] for _ in range(2)] == [200, 200]

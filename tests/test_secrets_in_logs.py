@@ -35,6 +35,14 @@ SHAPED = PREFIX + "Zx9" * 14 + "Q"
         ("basic dXNlcjpwYXNz", "basic ***"),
         (f"GET /api/{SHAPED} HTTP/1.1", "GET /api/*** HTTP/1.1"),
         ("rejected token rapi_ab12... from 10.0.0.1", "rejected token rapi_ab12... from 10.0.0.1"),
+        # A token inside another parameter's value, percent-encoded, once or twice.
+        ("/login?next=%2Fapi%3Ftoken%3Dabc&x=1", "/login?next=***&x=1"),
+        ("/login?next=%252Fapi%253Ftoken%253Dabc", "/login?next=***"),
+        (
+            "/?u=" + "".join(f"%{ord(c):02X}" for c in SHAPED) + "&v=2",
+            "/?u=***&v=2",
+        ),
+        ("/login?next=%2Fapi%3Fdata%3D1", "/login?next=%2Fapi%3Fdata%3D1"),
     ],
 )
 def test_mask_secrets(line, masked):
@@ -304,3 +312,10 @@ def test_request_text_in_the_app_log_is_escaped_one_line_per_message(start_serve
         assert logged in line, line
     # No line begins with what came after a line feed in the token.
     assert not any(line.startswith(("fak", "x...")) for line in lines)
+
+
+def test_a_token_percent_encoded_in_the_referer_under_another_name_is_masked():
+    secret = "".join(f"%{ord(c):02X}" for c in "anysecretwithoutaprefix")
+    line = access_line(HTTP_REFERER=f"https://app.example/back?next=%2Fapi%3Ftoken%3D{secret}")
+    assert "next=***" in line
+    assert secret not in line

@@ -5,7 +5,7 @@ import re
 
 from werkzeug.http import HTTP_STATUS_CODES
 
-from .. import catalogue, rate_limits, request_bodies, security
+from .. import catalogue, edge, rate_limits, request_bodies, security
 from ..errors import PROBLEM_MIMETYPE, RETRY_AFTER_SECONDS, STATUSES
 from .declare import envelope_schema, json_response
 
@@ -86,10 +86,15 @@ def _content_schema(value):
     return {"type": "string"}
 
 
+# The 400s any request can meet: a Host the service refuses, and a forwarded header from a
+# trusted proxy that arrived unreadable (api/edge.py).
+SHARED_400 = (security.HOST_REFUSED, edge.UNREADABLE_FORWARDED)
+
+
 def shared_error_messages(config):
     """The messages the app's own limits answer with, for the shared error responses."""
     return {
-        400: [security.HOST_REFUSED],
+        400: list(SHARED_400),
         408: [request_bodies.stalled_message(config["REQUEST_BODY_TIMEOUT"])],
         411: [security.CHUNKED_REFUSED],
         413: [security.body_too_large(config["MAX_CONTENT_LENGTH"])],
