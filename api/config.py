@@ -141,6 +141,10 @@ class Config:
         # Threads per worker process: each serves one request at a time, so the database pool
         # keeps one connection per thread.
         self.WEB_THREADS = env_number("WEB_THREADS", 4)
+        # Connections each worker process holds at once, idle keep-alive ones and request
+        # heads still arriving included (each for 5 s at most); more wait in the kernel's
+        # listen queue until one closes. The file-descriptor limit is raised to fit.
+        self.WEB_MAX_CONNECTIONS = env_number("WEB_MAX_CONNECTIONS", 2048)
         # One line per answered request on standard output (api/access_log.py).
         self.ACCESS_LOG = env_flag("ACCESS_LOG", True)
         # On SIGTERM, seconds that requests in flight get before their worker is killed: inside

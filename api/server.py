@@ -11,7 +11,10 @@ a pool of Python threads, configured from the same environment as the app (``Con
 - HTTP/1.1 only: the request head limits hold for it (api/edge.py), and a platform's router
   speaks HTTP/1.1 to the dyno anyway.
 - A connection may sit idle, or send its request head, for 5 s at most; then it is closed.
-  Slow heads never reach a Python thread.
+  Slow heads never reach a Python thread. Each worker holds ``WEB_MAX_CONNECTIONS`` (2048)
+  connections at once; more wait in the listen queue until one closes, so the service stays
+  on the air until that many idle or slow connections are held open per worker, and answers
+  late (within those 5 s) beyond it. The open-file limit is raised to fit.
 - A worker that dies is replaced (granian's default is to stop the whole server); a worker
   that dies again within seconds of its replacement stops it, rather than looping.
 - On SIGTERM, requests in flight get ``GRACEFUL_TIMEOUT`` seconds (20), inside a platform's
@@ -25,6 +28,7 @@ Workers are forked with the app already built, as gunicorn's ``preload_app`` did
 import errno
 import logging
 import os
+import resource
 import socket
 import sys
 
@@ -110,6 +114,27 @@ def check_settings(config):
     require(config, "PORT", lambda port: 1 <= port <= 65535, "a port number, 1 to 65535")
     require(config, "WEB_CONCURRENCY", lambda n: n >= 1, "1 or more")
     require(config, "GRACEFUL_TIMEOUT", lambda s: 1 <= s <= 1800, "from 1 to 1800 seconds")
+    require(config, "WEB_MAX_CONNECTIONS", lambda n: n >= 16, "16 or more")
+
+
+# Files a worker keeps open besides its connections: database connections, the lock file,
+# logs, the listening socket, and room to spare.
+OTHER_OPEN_FILES = 256
+
+
+def fit_open_files(connections):
+    """Raise this process's open-file limit, which forked workers inherit, to hold every
+    connection a worker may serve; refuse to start when the hard limit is below that."""
+    needed = connections + OTHER_OPEN_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise StartupRefused(
+            f"Refusing to start: WEB_MAX_CONNECTIONS is {connections}, but a process may open "
+            f"only {hard} files here (ulimit -Hn); lower it to {hard - OTHER_OPEN_FILES} or less."
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 def build_server(config):
@@ -121,6 +146,10 @@ def build_server(config):
         port=config["PORT"],
         workers=config["WEB_CONCURRENCY"],
         blocking_threads=config["WEB_THREADS"],
+        # Connections a worker serves at once (granian's default is 1024 / workers), and the
+        # kernel's queue of new ones waiting to be accepted.
+        backpressure=config["WEB_MAX_CONNECTIONS"],
+        backlog=max(1024, config["WEB_MAX_CONNECTIONS"]),
         http=HTTPModes.http1,
         websockets=False,
         http1_settings=HTTP1Settings(
@@ -144,6 +173,7 @@ def main():
     # Both refuse with StartupRefused, a SystemExit that has printed its one line.
     app = create_app()
     check_settings(app.config)
+    fit_open_files(app.config["WEB_MAX_CONNECTIONS"])
     ensure_port_free(app.config["HOST"], app.config["PORT"])
     if dropped:
         app.logger.warning("ignored request-shaped environment variables: %s", ", ".join(dropped))

@@ -25,6 +25,7 @@ APP_ENV = (
     "PORT",
     "WEB_CONCURRENCY",
     "WEB_THREADS",
+    "WEB_MAX_CONNECTIONS",
     "HOST",
     "ACCESS_LOG",
     "REQUEST_BODY_TIMEOUT",
