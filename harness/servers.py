@@ -12,6 +12,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from api.resources import HEALTH_PATH
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -98,7 +100,7 @@ class Server:
     """A server's main process and its workers, in a session of their own so that stopping
     it stops every one of them; by default the Procfile's web process."""
 
-    def __init__(self, env, log_path, command=None, cwd=ROOT, ready_path="/healthz"):
+    def __init__(self, env, log_path, command=None, cwd=ROOT, ready_path=HEALTH_PATH):
         self.port = int(env["PORT"])
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(log_path)
@@ -118,7 +120,7 @@ class Server:
             self.stop()
             raise
 
-    def wait_ready(self, path="/healthz", timeout=60):
+    def wait_ready(self, path=HEALTH_PATH, timeout=60):
         """Block until path answers 200, or fail with the server's own output."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
