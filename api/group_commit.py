@@ -14,16 +14,18 @@ are unique within a process; across processes that is up to the database (see st
 
 import os
 import threading
+import time
 
 
 class _Ticket:
     """One caller's increment, and the lock it sleeps on until its batch has committed."""
 
-    __slots__ = ("name", "amount", "total", "error", "lead", "_wake")
+    __slots__ = ("name", "amount", "asked", "total", "error", "lead", "_wake")
 
     def __init__(self, name, amount):
         self.name = name
         self.amount = amount
+        self.asked = time.monotonic()
         self.total = None
         self.error = None
         # Set instead of a result when the caller is to lead the next batch.
@@ -43,8 +45,11 @@ class _Ticket:
 class GroupCommit:
     """Batches concurrent increments into one call of ``commit`` at a time.
 
-    ``commit(amounts)`` receives ``{name: amount}`` and must add all of it in one transaction,
-    then return ``{name: total after the commit}``, or raise and add nothing.
+    ``commit(amounts, asked)`` receives ``{name: amount}`` and must add all of it in one
+    transaction, then return ``{name: total after the commit}``, or raise and add nothing.
+    ``asked`` is when the batch's oldest increment was asked for (``time.monotonic()``), so
+    that a deadline can count from when its first caller began to wait, however long it
+    queued behind an earlier batch.
     """
 
     def __init__(self, commit):
@@ -99,7 +104,7 @@ class GroupCommit:
         for ticket in batch:
             amounts[ticket.name] = amounts.get(ticket.name, 0) + ticket.amount
         try:
-            totals = self._commit(amounts)
+            totals = self._commit(amounts, batch[0].asked)
             for ticket in reversed(batch):
                 ticket.total = totals[ticket.name]
                 totals[ticket.name] -= ticket.amount

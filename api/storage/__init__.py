@@ -5,6 +5,8 @@ build SQL themselves, so that each query can be read, tuned and tested in one pl
 
 - ``tables.py``: the tables (the migrations create them);
 - ``engine.py``: the engine, what each connection is told, health checks, the migration lock;
+- ``deadlines.py``: the watchdog that cuts a request's use of a connection the server no
+  longer answers;
 - ``counter_writer.py``: every hit's increment, one path for SQLite and one for PostgreSQL;
 - ``counter_reads.py``: totals, and the per-hour and per-day series from every stored row;
 - ``series.py``: the same series with completed hours read once per process, for the pages;
