@@ -7,7 +7,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
@@ -401,7 +401,8 @@ def test_pruning_gives_up_on_a_row_it_cannot_delete(processes, clock):
         assert storage.prune_counter_hours(storage.db.engine, 40, now=START) == 0
 
 
-# On PostgreSQL no write lands in an hour once readers may hold it as final.
+# Hours on PostgreSQL go by the database's clock, and no write lands in an hour once readers may
+# hold it as final.
 
 
 @pytest.fixture
@@ -417,6 +418,13 @@ def pg_processes(pg_url):
 
 def admin(url):
     return psycopg.connect(sa.engine.make_url(url).render_as_string(hide_password=False))
+
+
+def database_hour(url):
+    """The hour it is on the database server's clock."""
+    with admin(url) as conn:
+        now = conn.execute("SELECT clock_timestamp() AT TIME ZONE 'UTC'").fetchone()[0]
+    return storage.clock.hour_of(now)
 
 
 @contextmanager
@@ -479,6 +487,35 @@ def test_a_batch_that_reaches_the_database_after_its_deadline_writes_nothing(pg_
     # Nothing of it was written, neither its hour nor its total.
     assert stored(app) == before == {"hits": (1, 1), "errors": (0, 0)}
     assert client.get("/api?data=hits").get_json()["content"] == 2
+
+
+def test_hours_go_by_the_database_clock_whatever_this_machine_says(pg_processes, monkeypatch):
+    """A machine whose clock is minutes off, behind or ahead, stamps its hits and takes its
+    hours as final by the database's clock: it measures the difference when it connects."""
+    url = pg_processes[0].config["SQLALCHEMY_DATABASE_URI"]
+    hours = set()
+    for app, minutes in zip(pg_processes, (-2, 62), strict=True):
+        hour = database_hour(url)
+        hours.add(hour)
+        # 2 minutes before the database's hour began, or 2 minutes after it ended.
+        wrong = hour + timedelta(minutes=minutes)
+        skew = wrong.replace(tzinfo=UTC).timestamp() - time.time()
+        monkeypatch.setattr(storage.clock, "system_time", lambda skew=skew: time.time() + skew)
+        monkeypatch.setattr(storage.clock, "offset", None)
+        monkeypatch.setattr(storage.clock, "measured_at", None)
+        body = app.test_client().get("/api/stats").get_json()["content"]
+        now = storage.clock.utcnow()
+        hours.add(database_hour(url))
+        assert storage.clock.hour_of(now) in hours
+        # The hours shown end at the database's, and hold what a from-scratch read holds.
+        assert body["per_hour"][-1]["hour"] in {f"{hour.isoformat()}Z" for hour in hours}
+        from_scratch_hours, _ = from_scratch(app, now)
+        assert [row["hits"] for row in body["per_hour"]] == [
+            n for _, n in from_scratch_hours["hits"]
+        ]
+        with app.app_context(), storage.reading() as conn:
+            stamped = conn.execute(sa.select(storage.counter_hours.c.hour).distinct()).scalars()
+            assert set(stamped) <= hours
 
 
 def test_workers_agree_on_a_completed_hour_after_a_late_write(pg_processes, clock):

@@ -12,7 +12,8 @@ build SQL themselves, so that each query can be read, tuned and tested in one pl
 - ``series.py``: the same series with completed hours read once per process, for the pages;
 - ``retention.py``: how long hourly rows are kept, and their daily pruning;
 - ``token_store.py``: token hashes, names and dates;
-- ``clock.py``: the one clock stored times come from (tests move ``storage.clock.utcnow``).
+- ``clock.py``: the one clock stored times come from, the database's (tests move
+  ``storage.clock.utcnow``).
 """
 
 from .. import group_commit

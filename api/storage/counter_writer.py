@@ -16,10 +16,11 @@ The two databases take two paths:
 - **PostgreSQL** (:class:`PostgreSQLWriter`): the whole batch is one statement in autocommit
   mode, one round trip. See ``INCREMENT_BATCH`` for what the total it reports means.
 
-Both stamp a batch with its hour just before its statements, and neither lets it land in an
-hour that readers may already take as final (``WRITE_DEADLINE``); both start the daily
-pruning of old hours (``retention.py``). The module is a little over the usual length because
-it is one concern, the hot path's write, and its two halves read best side by side.
+Both stamp a batch with its hour by the database's clock (``clock.py``) just before its
+statements, and neither lets it land in an hour that readers may already take as final
+(``WRITE_DEADLINE``); both start the daily pruning of old hours (``retention.py``). The
+module is a little over the usual length because it is one concern, the hot path's write,
+and its two halves read best side by side.
 """
 
 import fcntl
@@ -28,7 +29,6 @@ import os
 import random
 from datetime import datetime, time, timedelta
 from time import monotonic
-from time import time as system_time
 
 import sqlalchemy as sa
 from flask import current_app
@@ -42,7 +42,7 @@ from .engine import closed_by_server, server_unavailable
 # PostgreSQL a statement that reaches the server this long after its stamp writes nothing
 # (INCREMENT_BATCH), and one that reaches it in time is cut this long after it began (a
 # shorter DB_STATEMENT_TIMEOUT_MS stands): every write of an hour commits within twice this
-# after the hour ends. A SQLite batch that waited into the next hour
+# after the hour ends, by the database's clock. A SQLite batch that waited into the next hour
 # is stamped again before it commits.
 WRITE_DEADLINE = timedelta(seconds=10)
 
@@ -333,11 +333,13 @@ class PostgreSQLWriter(Writer):
         params["names"], params["amounts"] = list(amounts), list(amounts.values())
         self._watch()
         try:
-            # Real time, never the clock tests move.
+            if clock.due():
+                clock.measure(self._dbapi_connection)
+            # Real time on the database's clock, never the clock tests move.
             left = WRITE_DEADLINE.total_seconds()
             if self._due is not None:
                 left = min(left, self._due - monotonic())
-            params["deadline"] = system_time() + left
+            params["deadline"] = clock.seconds() + left
             self._cursor.execute(self._statement, self._arguments(params))
             totals = dict(self._cursor.fetchall())
         finally:

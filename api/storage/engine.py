@@ -1,9 +1,10 @@
 """The engine: pool sizing, what each new connection is told, health checks, the migration lock.
 
 One engine per app, bound by :func:`init_app`. PostgreSQL connections get their statement
-timeout and TCP keepalives here, are watched by the deadline watchdog while a request uses
-them (deadlines.py), are checked without a round trip as they leave the pool, and count as
-lost when the server turns read-only or shuts down; SQLite connections get WAL.
+timeout and TCP keepalives here, measure the server's clock (clock.py), are watched by the
+deadline watchdog while a request uses them (deadlines.py), are checked without a round trip as
+they leave the pool, and count as lost when the server turns read-only or shuts down; SQLite
+connections get WAL.
 """
 
 import select
@@ -13,7 +14,7 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 
 from ..config import EphemeralDatabase, InvalidSetting, require
-from . import deadlines
+from . import clock, deadlines
 from .tables import MAX_COUNTER_SLOTS, db
 
 # SQLSTATEs that mean this server cannot do the work now, though the connection still answers:
@@ -129,6 +130,8 @@ def listen_postgresql(engine, statement_timeout):
         dbapi_connection.autocommit = True
         with deadlines.watching(sock, patience):
             dbapi_connection.execute(f"SET statement_timeout = {statement_timeout}")
+            if clock.due():
+                clock.measure(dbapi_connection)
         dbapi_connection.autocommit = autocommit
 
     @sa.event.listens_for(engine, "handle_error")
