@@ -84,8 +84,8 @@ STATUSES = {
     ),
     503: Status(
         "Service unavailable",
-        "The database cannot be reached right now, or too many request bodies are arriving "
-        "slowly; retry after Retry-After seconds.",
+        "The database cannot be reached right now or did not answer in time, or too many "
+        "request bodies are arriving slowly; retry after Retry-After seconds.",
     ),
 }
 

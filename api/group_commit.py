@@ -14,15 +14,17 @@ are unique within a process; across processes that is up to the database (see st
 
 import os
 import threading
+import time
 
 
 class _Ticket:
     """One caller's increments, and the lock it sleeps on until its batch has committed."""
 
-    __slots__ = ("amounts", "totals", "error", "lead", "_wake")
+    __slots__ = ("amounts", "asked", "totals", "error", "lead", "_wake")
 
     def __init__(self, amounts):
         self.amounts = amounts
+        self.asked = time.monotonic()
         self.totals = None
         self.error = None
         # Set instead of a result when the caller is to lead the next batch.
@@ -42,8 +44,11 @@ class _Ticket:
 class GroupCommit:
     """Batches concurrent increments into one call of ``commit`` at a time.
 
-    ``commit(amounts)`` receives ``{name: amount}`` and must add all of it in one transaction,
-    then return ``{name: total after the commit}``, or raise and add nothing.
+    ``commit(amounts, asked)`` receives ``{name: amount}`` and must add all of it in one
+    transaction, then return ``{name: total after the commit}``, or raise and add nothing.
+    ``asked`` is when the batch's oldest increment was asked for (``time.monotonic()``), so
+    that a deadline can count from when its first caller began to wait, however long it
+    queued behind an earlier batch.
     """
 
     def __init__(self, commit):
@@ -104,7 +109,7 @@ class GroupCommit:
             for name, amount in ticket.amounts.items():
                 amounts[name] = amounts.get(name, 0) + amount
         try:
-            totals = self._commit(amounts)
+            totals = self._commit(amounts, batch[0].asked)
             for ticket in reversed(batch):
                 ticket.totals = {}
                 for name, amount in ticket.amounts.items():

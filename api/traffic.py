@@ -58,11 +58,13 @@ def rows(report, key, convert=None):
 def report(include_errors):
     """The totals, and the window of per-hour and per-day counts (``rows`` reads it);
     errors only when the caller may see them."""
-    # One clock reading for every series, so that their hours line up.
-    now = storage.clock.utcnow()
     totals = {"hits": counting.current_hits()}
     if include_errors:
         totals["errors"] = storage.read_counter("errors")
+    # One clock reading for every series, so that their hours line up; taken after the
+    # totals, whose read may be the first round trip of a new process, which sets its clock
+    # to the database's (storage/clock.py).
+    now = storage.clock.utcnow()
     window = current_app.extensions["traffic_series"].read(HOURS, DAYS, now, totals)
     return {"totals": totals, "window": window}
 

@@ -66,10 +66,11 @@ def parse_answer(answer):
     return int(lines[0].split(" ", 2)[1]), headers, body
 
 
-def fetch(url, headers=None, timeout=30):
-    """GET url; any HTTP status is an answer, only a failed connection is not. Every answer is
-    checked against the spec of a server with the default settings (tests/spec_check.py)."""
-    request = urllib.request.Request(url, headers=headers or {})
+def fetch(url, headers=None, timeout=30, method="GET"):
+    """GET url (or another method); any HTTP status is an answer, only a failed connection is
+    not. Every answer is checked against the spec of a server with the default settings
+    (tests/spec_check.py)."""
+    request = urllib.request.Request(url, headers=headers or {}, method=method)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as r:
             answer = Answer(r.status, r.read(), r.headers.get("Retry-After"))
@@ -80,7 +81,7 @@ def fetch(url, headers=None, timeout=30):
             received = e.headers
     except (urllib.error.URLError, http.client.HTTPException, OSError):
         return Answer(None)
-    spec_check.default().check("GET", url, answer.status, list(received.items()), answer.body)
+    spec_check.default().check(method, url, answer.status, list(received.items()), answer.body)
     return answer
 
 

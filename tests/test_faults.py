@@ -1,4 +1,5 @@
-"""Faults on real servers: killed workers, a killed server, and a database that goes away."""
+"""Faults on real servers: killed workers, a killed server, and a database that goes away or
+stops answering."""
 
 import json
 import os
@@ -6,10 +7,14 @@ import signal
 import socket
 import sqlite3
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
 import sqlalchemy as sa
+
+from api import create_app, storage
 
 from . import servers
 from .servers import wait_until
@@ -76,10 +81,14 @@ def test_sigkilled_server_keeps_every_acknowledged_hit(any_url, start_server, re
 
 
 class TcpProxy:
-    """A relay to the database that a test can cut and restore, as a failing network would.
+    """A relay to the database that a test can cut and restore, as a failing network would,
+    or stall and resume, as a database that stops answering would.
 
     While cut, every relayed connection is shut down and new ones are accepted and closed at
-    once, which is what a client sees when the database server is down.
+    once, which is what a client sees when the database server is down. While stalled, every
+    connection, new ones too, stays open and nothing is passed on: each direction holds what it
+    had read and reads no more, so the kernel goes on acknowledging what both ends send, as a
+    stopped host's kernel or a pooler that queues does.
     """
 
     def __init__(self, upstream):
@@ -88,6 +97,8 @@ class TcpProxy:
         self.listener.settimeout(0.1)
         self.port = self.listener.getsockname()[1]
         self.connected = True
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._sockets = set()
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -121,6 +132,7 @@ class TcpProxy:
     def _pump(self, source, sink):
         try:
             while data := source.recv(65536):
+                self._flowing.wait()
                 sink.sendall(data)
         except OSError:
             pass
@@ -149,7 +161,16 @@ class TcpProxy:
         """Relay new connections again."""
         self.connected = True
 
+    def stall(self):
+        """Pass nothing on, in either direction, and keep every connection open."""
+        self._flowing.clear()
+
+    def resume(self):
+        """Pass on what was held, and everything after it."""
+        self._flowing.set()
+
     def close(self):
+        self.resume()
         self.cut()
         self._closed.set()
         self._acceptor.join()
@@ -270,3 +291,84 @@ def test_health_check_fails_while_another_process_holds_the_sqlite_write_lock(
         holder.execute("ROLLBACK")
         holder.close()
     assert servers.fetch(server.url + "/healthz").status == 200
+
+
+# The stall test's statement timeout and connect timeout, short so that the test is; the
+# bound it holds every request to is the watchdog's (DB_STATEMENT_TIMEOUT_MS plus a second,
+# looked at every quarter of a second) with room for a loaded machine.
+STALL_STATEMENT_TIMEOUT_MS = 2000
+STALL_BOUND = STALL_STATEMENT_TIMEOUT_MS / 1000 + 3
+
+
+def timed(url, **options):
+    """An answer and how many seconds it took."""
+    started = time.monotonic()
+    answer = servers.fetch(url, timeout=STALL_BOUND + 10, **options)
+    return answer, time.monotonic() - started
+
+
+def test_a_database_that_stops_answering_costs_each_request_a_bounded_wait(
+    pg_url, proxied_url, proxy, start_server, read_counter
+):
+    """A database that stays connected but answers nothing (a stopped host whose kernel still
+    acknowledges, a pooler that queues): no server-side timeout fires and TCP sees nothing
+    wrong, yet every request answers 503 within the bound, counting nothing; once it answers
+    again the service recovers by itself and counts exactly. Work off the request path, here
+    the daily pruning, waits the stall out instead."""
+    server = start_server(
+        proxied_url,
+        WEB_CONCURRENCY=1,
+        WEB_THREADS=16,
+        DB_STATEMENT_TIMEOUT_MS=STALL_STATEMENT_TIMEOUT_MS,
+        DB_CONNECT_TIMEOUT=2,
+    )
+    token = servers.mint_token(servers.clean_env(DATABASE_URL=pg_url), "stall")
+    bearer = {"Authorization": f"Bearer {token}"}
+    hits, data, checked = (
+        server.url + "/api?data=hits",
+        server.url + "/api?data=1",
+        server.url + "/api?data=errors",
+    )
+    # Connections in the pool and the counter writer's, all through the proxy; a HEAD is not
+    # counted, so its only database work is the token check.
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(lambda _: servers.fetch(hits).status, range(16))) == {200}
+    assert servers.fetch(checked, bearer, method="HEAD").status == 200
+    before = read_counter(pg_url)
+    pruner = create_app(
+        {
+            "SQLALCHEMY_DATABASE_URI": proxied_url,
+            "DB_STATEMENT_TIMEOUT_MS": STALL_STATEMENT_TIMEOUT_MS,
+        }
+    )
+    with pruner.app_context():
+        engine = storage.db.engine
+    assert storage.prune_counter_hours(engine, 40) is not None
+
+    proxy.stall()
+    requests = [(hits, {})] * 10 + [(data, {}), (checked, {"headers": bearer, "method": "HEAD"})]
+    with ThreadPoolExecutor(len(requests) + 1) as pool:
+        pruning = pool.submit(storage.prune_counter_hours, engine, 40)
+        try:
+            answers = list(pool.map(lambda request: timed(request[0], **request[1]), requests))
+            health, waited = timed(server.url + "/healthz")
+            pruned_in_the_stall = pruning.done()
+        finally:
+            # Else the pruning thread would hold this block, and the test, until the end.
+            proxy.resume()
+        assert (pruned_in_the_stall, pruning.result(timeout=10)) == (False, 0)
+    engine.dispose()
+    assert [answer.status for answer, _ in answers] == [503] * len(requests)
+    assert max(seconds for _, seconds in answers) < STALL_BOUND
+    assert (health.status, health.retry_after) == (503, "5")
+    assert waited < STALL_BOUND
+    for answer, _ in answers[:-1]:
+        assert (answer.retry_after, json.loads(answer.body)) == ("5", UNAVAILABLE)
+    assert read_counter(pg_url) == before
+
+    # The batches the watchdog cut reached the server on resuming, late: they wrote nothing.
+    wait_until(lambda: servers.fetch(server.url + "/healthz").status == 200)
+    assert servers.fetch(checked, bearer, method="HEAD").status == 200
+    numbers = [json.loads(servers.fetch(hits).body)["content"] for _ in range(5)]
+    assert numbers == list(range(before + 1, before + 6))
+    assert read_counter(pg_url) == before + 5

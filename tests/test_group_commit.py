@@ -54,12 +54,12 @@ class RecordingCommit:
         self.after_next = None
         self.group._commit = self
 
-    def __call__(self, amounts):
+    def __call__(self, amounts, asked):
         self.batches.append(dict(amounts))
         hold, self.hold_next = self.hold_next, None
         if hold is not None:
             hold()
-        totals = self.commit(amounts)
+        totals = self.commit(amounts, asked)
         after, self.after_next = self.after_next, None
         if after is not None:
             after()
@@ -205,7 +205,7 @@ def test_a_commit_that_answers_wrongly_fails_its_batch_and_hangs_nothing():
     broken.set()
     committed = {"hits": 0}
 
-    def commit(amounts):
+    def commit(amounts, _asked):
         committed["hits"] += amounts["hits"]
         return {} if broken.is_set() else dict(committed)
 

@@ -151,7 +151,7 @@ def test_a_429_costs_one_write(make_app):
     commits = app.extensions["counter_commits"]
     written = []
     commit = commits._commit
-    commits._commit = lambda amounts: written.append(dict(amounts)) or commit(amounts)
+    commits._commit = lambda amounts, *rest: written.append(dict(amounts)) or commit(amounts, *rest)
     client = app.test_client()
     assert statuses(client, LIMIT) == [200] * LIMIT
     written.clear()

@@ -4,8 +4,12 @@ computation over a long history, across hour boundaries, on both databases; and 
 import re
 import sqlite3
 import threading
-from datetime import datetime, timedelta
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -13,6 +17,7 @@ from api import create_app, storage, traffic
 from api.config import InvalidSetting
 from api.storage import counter_writer, retention
 
+from . import servers
 from .conftest import mint
 
 # A minute and a half before an hour ends.
@@ -394,3 +399,143 @@ def test_pruning_gives_up_on_a_row_it_cannot_delete(processes, clock):
         )
     with app.app_context():
         assert storage.prune_counter_hours(storage.db.engine, 40, now=START) == 0
+
+
+# Hours on PostgreSQL go by the database's clock, and no write lands in an hour once readers may
+# hold it as final.
+
+
+@pytest.fixture
+def pg_processes(pg_url):
+    """Two apps on one PostgreSQL database, as two workers or two dynos are."""
+    config = {"TESTING": True, "SQLALCHEMY_DATABASE_URI": pg_url, "ACCESS_LOG": False}
+    apps = [create_app(config) for _ in range(2)]
+    yield apps
+    for app in apps:
+        with app.app_context():
+            storage.db.engine.dispose()
+
+
+def admin(url):
+    return psycopg.connect(sa.engine.make_url(url).render_as_string(hide_password=False))
+
+
+def database_hour(url):
+    """The hour it is on the database server's clock."""
+    with admin(url) as conn:
+        now = conn.execute("SELECT clock_timestamp() AT TIME ZONE 'UTC'").fetchone()[0]
+    return storage.clock.hour_of(now)
+
+
+@contextmanager
+def late_hit(app):
+    """A hit on ``app`` whose batch is stamped now and reaches its statement's execution only
+    after its write deadline has passed, as one stalled on the network or in a pooler would.
+    The deadline is shortened for the block, after the writer set its statement timeout, which
+    the wait stays inside; the wait is a lock on counter_hours, which holds the batch's inserts
+    and no read. Yields a future of the hit's answer, released on leaving the block."""
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
+    deadline, counter_writer.WRITE_DEADLINE = counter_writer.WRITE_DEADLINE, timedelta(seconds=0.2)
+    try:
+        with admin(url) as holder, ThreadPoolExecutor(1) as pool:
+            holder.execute("LOCK TABLE counter_hours IN SHARE MODE")
+            answer = pool.submit(app.test_client().get, "/api?data=hits")
+            with admin(url) as watcher:
+                waiting = (
+                    "SELECT count(*) FROM pg_locks "
+                    "WHERE NOT granted AND relation = 'counter_hours'::regclass"
+                )
+                servers.wait_until(lambda: watcher.execute(waiting).fetchone()[0] == 1)
+            time.sleep(0.3)
+            try:
+                yield answer
+            finally:
+                holder.rollback()
+            answer.result(timeout=10)
+    finally:
+        counter_writer.WRITE_DEADLINE = deadline
+
+
+def stored(app):
+    """Each counter's total and the sum of its hourly rows."""
+    with app.app_context(), storage.reading() as conn:
+        hours = dict(
+            conn.execute(
+                sa.select(
+                    storage.counter_hours.c.name, sa.func.sum(storage.counter_hours.c.value)
+                ).group_by(storage.counter_hours.c.name)
+            ).all()
+        )
+    return {name: (storage_total(app, name), hours.get(name, 0)) for name in traffic.NAMES}
+
+
+def storage_total(app, name):
+    with app.app_context():
+        return storage.read_counter(name)
+
+
+def test_a_batch_that_reaches_the_database_after_its_deadline_writes_nothing(pg_processes):
+    app = pg_processes[0]
+    client = app.test_client()
+    assert client.get("/api?data=hits").get_json()["content"] == 1
+    before = stored(app)
+
+    with late_hit(app) as answer:
+        pass
+    response = answer.result()
+    assert (response.status_code, response.headers.get("Retry-After")) == (503, "5")
+    # Nothing of it was written, neither its hour nor its total.
+    assert stored(app) == before == {"hits": (1, 1), "errors": (0, 0)}
+    assert client.get("/api?data=hits").get_json()["content"] == 2
+
+
+def test_hours_go_by_the_database_clock_whatever_this_machine_says(pg_processes, monkeypatch):
+    """A machine whose clock is minutes off, behind or ahead, stamps its hits and takes its
+    hours as final by the database's clock: it measures the difference when it connects."""
+    url = pg_processes[0].config["SQLALCHEMY_DATABASE_URI"]
+    hours = set()
+    for app, minutes in zip(pg_processes, (-2, 62), strict=True):
+        hour = database_hour(url)
+        hours.add(hour)
+        # 2 minutes before the database's hour began, or 2 minutes after it ended.
+        wrong = hour + timedelta(minutes=minutes)
+        skew = wrong.replace(tzinfo=UTC).timestamp() - time.time()
+        monkeypatch.setattr(storage.clock, "system_time", lambda skew=skew: time.time() + skew)
+        monkeypatch.setattr(storage.clock, "offset", None)
+        monkeypatch.setattr(storage.clock, "measured_at", None)
+        body = app.test_client().get("/api/stats").get_json()["content"]
+        now = storage.clock.utcnow()
+        hours.add(database_hour(url))
+        assert storage.clock.hour_of(now) in hours
+        # The hours shown end at the database's, and hold what a from-scratch read holds.
+        assert body["per_hour"][-1]["hour"] in {f"{hour.isoformat()}Z" for hour in hours}
+        from_scratch_hours, _ = from_scratch(app, now)
+        assert [row["hits"] for row in body["per_hour"]] == [
+            n for _, n in from_scratch_hours["hits"]
+        ]
+        with app.app_context(), storage.reading() as conn:
+            stamped = conn.execute(sa.select(storage.counter_hours.c.hour).distinct()).scalars()
+            assert set(stamped) <= hours
+
+
+def test_workers_agree_on_a_completed_hour_after_a_late_write(pg_processes, clock):
+    """A hit stamped in an hour's last second reaches the database after the hour is final on
+    every worker: it is refused, so both still show what a from-scratch computation shows,
+    for the completed hour and for the current one."""
+    first = pg_processes[0]
+    seed(first, 3, START)
+    last_second = datetime(2026, 3, 10, 13, 59, 59)
+    final = datetime(2026, 3, 10, 14, 1, 10)
+    clock.set(last_second)
+    for app in pg_processes:
+        app.test_client().get("/api/stats")
+    with late_hit(first):
+        # Both take 13:00 as final while the hit stamped with it still waits.
+        clock.set(final)
+        for app in pg_processes:
+            cached(app, final)
+    for app in pg_processes:
+        body = app.test_client().get("/api/stats").get_json()["content"]
+        hours, days = from_scratch(app, final)
+        assert [row["hits"] for row in body["per_hour"]] == [n for _, n in hours["hits"]]
+        assert [row["hits"] for row in body["per_day"]] == [n for _, n in days["hits"]]

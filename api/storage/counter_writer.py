@@ -16,10 +16,11 @@ The two databases take two paths:
 - **PostgreSQL** (:class:`PostgreSQLWriter`): the whole batch is one statement in autocommit
   mode, one round trip. See ``INCREMENT_BATCH`` for what the total it reports means.
 
-Both stamp a batch with its hour just before its statements, so that completed hours are
-final when readers take them as such (``WRITE_DEADLINE``), and start the daily pruning of old
-hours (``retention.py``). The module is a little over the usual length because it is one
-concern, the hot path's write, and its two halves read best side by side.
+Both stamp a batch with its hour by the database's clock (``clock.py``) just before its
+statements, and neither lets it land in an hour that readers may already take as final
+(``WRITE_DEADLINE``); both start the daily pruning of old hours (``retention.py``). The
+module is a little over the usual length because it is one concern, the hot path's write,
+and its two halves read best side by side.
 """
 
 import fcntl
@@ -27,18 +28,22 @@ import operator
 import os
 import random
 from datetime import datetime, time, timedelta
+from time import monotonic
 
 import sqlalchemy as sa
 from flask import current_app
 
-from . import clock, retention
+from . import clock, deadlines, retention
 from .counter_reads import TOTAL_SQL
 from .engine import closed_by_server, server_unavailable
 
 # The longest a batch may take from reading its hour to its commit. Readers take an hour as
-# final SEALED_AFTER past its end (series.py), so its increments must all be in by
-# then: PostgreSQL's statement is cut at this (a shorter DB_STATEMENT_TIMEOUT_MS stands), and
-# a SQLite batch that waited into the next hour is stamped again before it commits.
+# final SEALED_AFTER past its end (series.py), so its increments must all be in by then. On
+# PostgreSQL a statement that reaches the server this long after its stamp writes nothing
+# (INCREMENT_BATCH), and one that reaches it in time is cut this long after it began (a
+# shorter DB_STATEMENT_TIMEOUT_MS stands): every write of an hour commits within twice this
+# after the hour ends, by the database's clock. A SQLite batch that waited into the next hour
+# is stamped again before it commits.
 WRITE_DEADLINE = timedelta(seconds=10)
 
 # One counter's total row, bumped; and the same for its hour's row.
@@ -60,9 +65,17 @@ BUMP_TOTAL_RETURNING_SUM = sa.text(f"{BUMP_TOTAL_SQL} RETURNING ({TOTAL_SQL})")
 # overlap on different slots may report the same number. Taking the total from one
 # serialised row would make the numbers unique and bring back the hot row the slots are there
 # to avoid. The stored total is exact either way.
+#
+# The batch is empty when the server starts it after :deadline (seconds since the epoch on
+# its own clock): one reading of the clock for the whole batch, and a materialised CTE, so
+# that both inserts see the same rows, all or none. A batch that reached the server late,
+# after a stall on the network or in a pooler, then writes nothing and returns no rows, rather
+# than landing in an hour readers may hold as final, or counting a hit whose caller was
+# already answered 503.
 INCREMENT_BATCH = sa.text(
-    "WITH batch AS (SELECT * FROM unnest(CAST(:names AS VARCHAR[]), CAST(:amounts AS BIGINT[])) "
-    "AS b(name, amount)), "
+    "WITH batch AS MATERIALIZED (SELECT * FROM unnest(CAST(:names AS VARCHAR[]), "
+    "CAST(:amounts AS BIGINT[])) AS b(name, amount) "
+    "WHERE (SELECT clock_timestamp()) <= to_timestamp(CAST(:deadline AS DOUBLE PRECISION))), "
     "total AS (INSERT INTO counters (name, slot, value) SELECT name, :slot, amount FROM batch "
     "ON CONFLICT (name, slot) DO UPDATE SET value = counters.value + excluded.value), "
     "hour AS (INSERT INTO counter_hours (name, hour, slot, value) "
@@ -79,7 +92,9 @@ def increment_counter(name, amount=1):
 
     Concurrent increments in one process share one transaction (see group_commit.py); each
     still returns only once its own increment is committed, with the total its transaction
-    saw, itself included (unique within a process; see INCREMENT_BATCH).
+    saw, itself included (unique within a process; see INCREMENT_BATCH). On PostgreSQL it
+    raises within DB_STATEMENT_TIMEOUT_MS plus a second of being called when the database does
+    not answer (deadlines.py), having counted nothing.
     """
     return current_app.extensions["counter_commits"].increment(name, amount)
 
@@ -132,10 +147,12 @@ class Writer:
         self._prune_at = datetime.min if self.keep_days else datetime.max
         sa.event.listen(engine, "engine_disposed", self.close)
 
-    def __call__(self, amounts):
-        """Add every amount in one transaction; return each counter's total after it."""
+    def __call__(self, amounts, asked):
+        """Add every amount in one transaction; return each counter's total after it.
+        ``asked`` is when the batch's first caller asked (``time.monotonic()``)."""
         params = {"slot": random.randrange(self.slots)}  # noqa: S311
         try:
+            self._begin(asked)
             if self._connection is None or self._pid != os.getpid() or not self._usable():
                 self._connect()
             now = clock.utcnow()
@@ -145,6 +162,9 @@ class Writer:
             return self._commit(amounts, params)
         except Exception as e:
             raise self._failed(e, params) from e
+
+    def _begin(self, asked):
+        """Before anything else of a batch."""
 
     def stamp(self, hour):
         """The hour as the driver is given it."""
@@ -262,7 +282,14 @@ class SQLiteWriter(Writer):
 
 
 class PostgreSQLWriter(Writer):
-    """Adds the whole batch in one autocommit statement: one transaction, one round trip."""
+    """Adds the whole batch in one autocommit statement: one transaction, one round trip.
+
+    A batch is watched from when its first caller asked (deadlines.py): the callers queued
+    behind a batch the database never answers are answered 503 with it, not one deadline
+    later each. The statement itself carries the deadline that matters to readers as well
+    (INCREMENT_BATCH): whichever comes first of its stamp plus WRITE_DEADLINE and the moment
+    its callers stop waiting.
+    """
 
     def __init__(self, engine, config):
         super().__init__(engine, config)
@@ -270,6 +297,33 @@ class PostgreSQLWriter(Writer):
         deadline = int(WRITE_DEADLINE.total_seconds() * 1000)
         configured = config["DB_STATEMENT_TIMEOUT_MS"]
         self._timeout_ms = min(configured, deadline) if configured else deadline
+        # DB_STATEMENT_TIMEOUT_MS=0 asks for no limit: then nothing is watched.
+        self._patience = deadlines.patience(self._timeout_ms) if configured else None
+        self._due = None
+        self._sock = None
+
+    def _begin(self, asked):
+        """Set the batch's deadline; a batch whose callers have waited it out already, behind
+        one the database did not answer, fails without a round trip."""
+        if self._patience is None:
+            return
+        self._due = asked + self._patience
+        if self._due <= monotonic():
+            raise self._late()
+
+    def _late(self):
+        """The error of a batch that missed its deadline: errors.py answers it with a 503."""
+        return self.engine.dialect.loaded_dbapi.OperationalError(
+            "the counter batch did not reach the database before its deadline; nothing was counted"
+        )
+
+    def _watch(self):
+        if self._due is not None and self._sock is not None:
+            deadlines.watch(self._sock, self._due)
+
+    def _unwatch(self):
+        if self._due is not None and self._sock is not None:
+            deadlines.unwatch(self._sock)
 
     def _usable(self):
         """Whether the server has sent nothing unasked; a connection it closed reads as EOF.
@@ -285,10 +339,29 @@ class PostgreSQLWriter(Writer):
 
     def _connect(self):
         super()._connect()
-        self._dbapi_connection.autocommit = True
-        self._cursor.execute(f"SET statement_timeout = {int(self._timeout_ms)}")
+        self._sock = deadlines.socket_of(self._dbapi_connection)
+        self._watch()
+        try:
+            self._dbapi_connection.autocommit = True
+            self._cursor.execute(f"SET statement_timeout = {int(self._timeout_ms)}")
+        finally:
+            self._unwatch()
 
     def _commit(self, amounts, params):
         params["names"], params["amounts"] = list(amounts), list(amounts.values())
-        self._cursor.execute(self._statement, self._arguments(params))
-        return dict(self._cursor.fetchall())
+        self._watch()
+        try:
+            if clock.due():
+                clock.measure(self._dbapi_connection)
+            # Real time on the database's clock, never the clock tests move.
+            left = WRITE_DEADLINE.total_seconds()
+            if self._due is not None:
+                left = min(left, self._due - monotonic())
+            params["deadline"] = clock.seconds() + left
+            self._cursor.execute(self._statement, self._arguments(params))
+            totals = dict(self._cursor.fetchall())
+        finally:
+            self._unwatch()
+        if len(totals) != len(amounts):
+            raise self._late()
+        return totals

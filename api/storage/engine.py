@@ -1,17 +1,21 @@
-"""The engine: pool sizing, what each new connection is told, health checks, the migration lock.
+"""The engine: pool sizing, what each new connection is told, the migration lock.
 
 One engine per app, bound by :func:`init_app`. PostgreSQL connections get their statement
-timeout and TCP keepalives here, are checked without a round trip as they leave the pool, and
-count as lost when the server turns read-only or shuts down; SQLite connections get WAL.
-Whether the database can take a hit now is the counter writer's to say (``counter_writer.py``).
+timeout and TCP keepalives here, measure the server's clock (clock.py), are watched by the
+deadline watchdog while a request uses them (deadlines.py), are checked without a round trip as
+they leave the pool, and count as lost when the server turns read-only or shuts down; SQLite
+connections get WAL. Whether the database can take a hit now is the counter writer's to say
+(``counter_writer.py``).
 """
 
 import select
+import time
 from contextlib import contextmanager
 
 import sqlalchemy as sa
 
 from ..config import EphemeralDatabase, InvalidSetting, require
+from . import clock, deadlines
 from .tables import MAX_COUNTER_SLOTS, db
 
 # SQLSTATEs that mean this server cannot do the work now, though the connection still answers:
@@ -107,13 +111,23 @@ def listen_postgresql(engine, statement_timeout):
     if not engine.pool._pre_ping:
         sa.event.listen(engine, "checkout", drop_closed_connections)
 
+    patience = deadlines.patience(statement_timeout)
+
     @sa.event.listens_for(engine, "connect")
-    def _postgresql_timeouts(dbapi_connection, _record):
+    def _postgresql_session(dbapi_connection, record):
+        sock = deadlines.socket_of(dbapi_connection)
+        if patience:
+            # What reading() registers with the watchdog each time a request uses it.
+            record.info[deadlines.WATCHED] = (sock, patience)
         # Set once per connection rather than as a startup option, which connection
-        # poolers such as PgBouncer refuse.
+        # poolers such as PgBouncer refuse. Watched whoever connects: connect_timeout ends
+        # only the handshake, and a server may stall right after it.
         autocommit = dbapi_connection.autocommit
         dbapi_connection.autocommit = True
-        dbapi_connection.execute(f"SET statement_timeout = {statement_timeout}")
+        with deadlines.watching(sock, patience):
+            dbapi_connection.execute(f"SET statement_timeout = {statement_timeout}")
+            if clock.due():
+                clock.measure(dbapi_connection)
         dbapi_connection.autocommit = autocommit
 
     @sa.event.listens_for(engine, "handle_error")
@@ -160,11 +174,38 @@ def drop_closed_connections(dbapi_connection, _record, _proxy):
 def reading():
     """A connection for reads, in autocommit mode on a server: no BEGIN before the query and
     no ROLLBACK when it goes back to the pool, two round trips saved. SQLite's driver begins
-    no transaction for a SELECT anyway, and switching its mode costs more than it saves."""
-    connection = db.engine.connect()
-    if connection.dialect.name == "sqlite":
+    no transaction for a SELECT anyway, and switching its mode costs more than it saves.
+
+    A context manager: on PostgreSQL the connection is watched for as long as it is held
+    (deadlines.py), so that a server that stops answering ends the request with a 503
+    instead of holding it."""
+    return _Reading()
+
+
+class _Reading:
+    """What ``reading()`` returns; a class rather than a generator, a microsecond cheaper on
+    every token check."""
+
+    __slots__ = ("_connection", "_watched")
+
+    def __enter__(self):
+        connection = self._connection = db.engine.connect()
+        self._watched = None
+        if connection.dialect.name == "sqlite":
+            return connection
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        watched = connection.info.get(deadlines.WATCHED)
+        if watched is not None:
+            sock, patience = self._watched = watched
+            deadlines.watch(sock, time.monotonic() + patience)
         return connection
-    return connection.execution_options(isolation_level="AUTOCOMMIT")
+
+    def __exit__(self, *_exc):
+        # Unwatched before it goes back to the pool, where another request may take it; in
+        # autocommit mode its return makes no round trip.
+        if self._watched is not None:
+            deadlines.unwatch(self._watched[0])
+        self._connection.close()
 
 
 @contextmanager

@@ -16,11 +16,12 @@ from .counter_reads import HOUR, days_back, hour_totals, hours_back, start_of, w
 from .engine import reading
 from .tables import counter_hours, counters
 
-# How long after its end an hour is final. The writer stamps a batch with the hour just
-# before its statements run and bounds them by WRITE_DEADLINE (counter_writer.py), so every
-# increment of an hour has committed 10 s after it ends; the rest is room for the clocks of
-# several dynos to disagree, which NTP keeps to milliseconds. For this minute of every hour a
-# view reads the totals and the current hour's rows (see SeriesCache._live).
+# How long after its end an hour is final. Writers and readers all go by the database's clock
+# (clock.py), and a PostgreSQL batch writes nothing when it reaches the server more than
+# WRITE_DEADLINE after its stamp, and is cut WRITE_DEADLINE after it began (counter_writer.py),
+# so every increment of an hour has committed 20 s after it ends; the rest is room for each
+# process's measurement of that clock, whose error is half a round trip. For this minute of
+# every hour a view reads the totals and the current hour's rows (see SeriesCache._live).
 SEALED_AFTER = timedelta(minutes=1)
 
 
