@@ -11,14 +11,14 @@ A request meets the parts in this order, from the socket to the access log line:
 4. **Flask** matches the route; its policy (``api/policy.py``) says what the route is.
 5. **Before the view**, the hooks in this order:
 
-   a. ``identify_client`` (``api/rate_limits.py``): whose token, if valid;
+   a. ``identify_client`` (``api/rate_limits/``): whose token, if valid;
    b. Flask-Limiter: the budgets, a 429 ends the request here (counted at the end);
    c. ``count_hit`` (``api/counting.py``): the hit, committed before the view, so that a
       hit count the view reports includes itself;
    d. ``check_body`` (``api/security.py``): a chunked body 411, a big one 413.
 
 6. **The view**: a Flask-RESTful resource (``api/resources/``) or a page
-   (``api/pages.py``), reading a token where it needs one (``api/auth.py``). Any error,
+   (``api/pages/``), reading a token where it needs one (``api/auth.py``). Any error,
    from any layer, becomes one shape in ``api/errors.py``.
 7. **After the view**, the hooks in this order (Flask runs them last registered first, so
    each part's come in the reverse of its place above): CORS and the security headers
@@ -47,7 +47,6 @@ from . import (
     resources,
     security,
     storage,
-    traffic,
 )
 from .config import Config
 
@@ -148,7 +147,6 @@ def create_app(test_config=None):
     errors.init_app(app)
     # The database, and the migrations that `flask db upgrade` applies.
     storage.init_app(app)
-    traffic.init_app(app)
     Migrate(app, storage.db, directory=os.path.join(ROOT, "migrations"))
     # Every route: the API's resources, the pages beside them, and what each route is.
     resources.init_app(app)

@@ -12,7 +12,7 @@ binding, any Host that is not valid IDNA both ways (``a..b``, a label over 63 ch
 outside ``TRUSTED_HOSTS`` with ``SecurityError``. Both are a ``400`` that the view raises
 after the hit is counted, answered with one fixed message, so the Host is never echoed, and
 as data (``policy.current``), since no page can be built on an unbound map. No page shows
-the Host either: examples use ``PUBLIC_URL`` (``api/pages.py``).
+the Host either: examples use ``PUBLIC_URL`` (``api/pages/``).
 """
 
 import functools
@@ -45,7 +45,7 @@ PAGE_CSP = (
 # Everything else is data, and must not run or load anything if a browser renders it.
 DATA_CSP = "default-src 'none'; frame-ancestors 'none'"
 
-# What other origins' pages may read of an answer: the rate limits (api/rate_limits.py), as
+# What other origins' pages may read of an answer: the rate limits (api/rate_limits/), as
 # the draft IETF RateLimit fields (draft-ietf-httpapi-ratelimit-headers; the reset is in
 # seconds from now, as most clients read it), Retry-After on a 429, and the validators of the
 # OpenAPI document (api/openapi/rendered.py), so that a page can ask for it conditionally.
@@ -70,7 +70,7 @@ ALLOWED_HEADERS = (
 # One year; browsers then refuse plain http for this host.
 HSTS = "max-age=31536000; includeSubDomains"
 
-# Pages show live counts (api/pages.py): a cache may keep one, but must ask again before it
+# Pages show live counts (api/pages/): a cache may keep one, but must ask again before it
 # serves it, so no one is handed a stale or someone else's page.
 PAGE_CACHING = "no-cache"
 

@@ -19,7 +19,8 @@ import threading
 import time
 from pathlib import Path
 
-from api import create_app, group_commit
+from api import create_app
+from api.storage import group_commit
 
 from . import bare
 

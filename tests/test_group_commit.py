@@ -11,7 +11,8 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from api import config, create_app, group_commit, storage
+from api import config, create_app, storage
+from api.storage import group_commit
 
 from . import servers
 from .conftest import migrate

@@ -9,17 +9,8 @@ import schemathesis
 from flask_restful import Resource
 from hypothesis import HealthCheck, settings
 
-from api import (
-    auth,
-    catalogue,
-    create_app,
-    edge,
-    errors,
-    example_requests,
-    openapi,
-    reference,
-    security,
-)
+from api import auth, catalogue, create_app, edge, errors, openapi, security
+from api.pages import example_requests, reference
 from api.resources import data
 
 # Routes for people or files, which the API spec leaves out on purpose.

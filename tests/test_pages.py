@@ -6,8 +6,9 @@ import re
 import pytest
 from markupsafe import escape
 
-from api import catalogue, counting, errors, example_requests, reference
+from api import catalogue, counting, errors
 from api.config import InvalidSetting
+from api.pages import example_requests, reference
 
 
 @pytest.mark.parametrize("path", ["/", "/docs", "/stats", "/nowhere", "/docs/"])

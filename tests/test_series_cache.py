@@ -13,8 +13,9 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from api import create_app, storage, traffic
+from api import create_app, storage
 from api.config import InvalidSetting
+from api.pages import traffic
 from api.storage import counter_writer, retention
 
 from . import servers

@@ -5,7 +5,8 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from api import charts, storage, traffic
+from api import storage
+from api.pages import charts, traffic
 
 NOW = datetime(2026, 3, 10, 14, 25, 7)
 

@@ -1,6 +1,7 @@
 """``/api/stats``: traffic over time as JSON, the same series the ``/stats`` page draws."""
 
-from .. import openapi, traffic
+from .. import openapi
+from ..pages import traffic
 from .base import ApiResource
 
 

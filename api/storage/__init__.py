@@ -17,8 +17,7 @@ build SQL themselves, so that each query can be read, tuned and tested in one pl
   ``storage.clock.utcnow``).
 """
 
-from .. import group_commit
-from . import clock
+from . import clock, group_commit
 from .counter_reads import counts_per_day, counts_per_hour, read_counter
 from .counter_writer import database_writable, increment_counter, increment_counters, writer_for
 from .engine import MIGRATION_LOCK_KEY, migration_lock, reading
@@ -66,7 +65,7 @@ __all__ = [
 
 def init_app(app):
     """Bind the database to the app, and give each process a counter writer that batches
-    concurrent increments into shared transactions (api/group_commit.py)."""
+    concurrent increments into shared transactions (group_commit.py)."""
     engine = _bind(app)
     writer = writer_for(engine, app.config)
     app.extensions["counter_commits"] = group_commit.GroupCommit(writer)

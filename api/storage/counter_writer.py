@@ -1,6 +1,6 @@
 """The counter writer: every hit's increment, committed before the request is answered.
 
-Concurrent increments in one process are batched by ``api/group_commit.py``; a writer commits
+Concurrent increments in one process are batched by ``group_commit.py``; a writer commits
 one batch, ``{name: amount}``, in one transaction and returns each counter's total after it.
 Each process keeps one connection of its own for this, and runs SQL compiled once for the
 driver on the DBAPI connection: this is the hot path of every request, and a batch then costs

@@ -7,9 +7,9 @@ length and still counts itself.
 
 from flask import current_app
 
-from . import counting, storage
-from .auth import auth, refuse
-from .config import require
+from .. import counting, storage
+from ..auth import auth, refuse
+from ..config import require
 
 HOURS = 48
 DAYS = 30

@@ -8,9 +8,9 @@ requests to the app, so a curl line on the page cannot stop working unnoticed.
 import json
 from dataclasses import dataclass, field
 
-from .errors import STATUSES
+from ..errors import STATUSES
+from ..openapi import ERROR_HEADERS, reads_token, resolve
 from .example_requests import ExampleRequest, example_requests
-from .openapi import ERROR_HEADERS, reads_token, resolve
 
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 

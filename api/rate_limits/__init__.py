@@ -15,7 +15,7 @@ The three budgets, every endpoint sharing each one:
   however many guesses arrive at once.
 
 Each limit is parsed once, and ``memory://`` with the default fixed window counts in an exact
-store without a timer thread (``api/rate_limit_storage.py``).
+store without a timer thread (``storage.py``).
 """
 
 import math
@@ -27,9 +27,9 @@ from flask.globals import _cv_request
 from flask_limiter import Limiter
 from flask_limiter._extension import LimiterContext
 
-from . import auth, policy, security
-from .config import require
-from .rate_limit_storage import FIXED_WINDOW_MEMORY, ParsedOnce
+from .. import auth, policy, security
+from ..config import require
+from .storage import FIXED_WINDOW_MEMORY, ParsedOnce
 
 # CORS preflights never touch a limit: they are not hits.
 UNLIMITED_METHODS = frozenset({"OPTIONS"})

@@ -20,11 +20,12 @@ import re
 from flask import Blueprint, current_app, render_template, request
 from markupsafe import Markup
 
-from . import catalogue, charts, counting, links, openapi, reference, stencils, traffic
-from .auth import optional_token
-from .config import require
+from .. import catalogue, counting, openapi
+from ..auth import optional_token
+from ..config import require
+from ..openapi import rendered
+from . import charts, links, reference, stencils, traffic
 from .example_requests import SHELL_BASE
-from .openapi import rendered
 
 bp = Blueprint("pages", __name__)
 
@@ -82,7 +83,7 @@ def stats():
 
     Within one window of the series, only the totals and the open hour's and day's bars
     change from view to view: the page is rendered once per window and scale as a stencil
-    (api/stencils.py), and each view fills in its own totals and open bars.
+    (api/pages/stencils.py), and each view fills in its own totals and open bars.
     """
     with_errors = traffic.errors_visible()
     report = traffic.report(include_errors=with_errors)
@@ -171,4 +172,5 @@ def init_app(app):
     )
     app.register_blueprint(bp)
     links.init_app(app)
+    traffic.init_app(app)
     app.add_template_filter(json_text)

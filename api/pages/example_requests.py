@@ -9,8 +9,8 @@ import shlex
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
-from . import openapi
-from .openapi import reads_token, resolve
+from .. import openapi
+from ..openapi import reads_token, resolve
 
 # The documented way to hold a token in a shell; the quick start sets it.
 SHELL_VARIABLE = "$TOKEN"
