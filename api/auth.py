@@ -7,7 +7,7 @@ by index, which takes the same time whatever the secret is.
 
 from functools import wraps
 
-from flask import abort, current_app, g, request
+from flask import abort, current_app, request
 from flask_httpauth import HTTPTokenAuth
 from werkzeug.datastructures import Authorization
 from werkzeug.exceptions import HTTPException
@@ -55,11 +55,12 @@ auth = HeaderOrQueryTokenAuth(scheme="Bearer", realm="api")
 def verify_token(token):
     """The single check: a token is valid when the hash of it names a live token.
 
-    The answer is kept for the rest of the request, so that the rate limiter, which asks
-    before the view runs, and the view itself share one database lookup.
+    The answer is kept in the request's facts, so that the rate limiter, which asks before
+    the view runs, and the view itself share one database lookup.
     """
     token_hash = token_hashing.hash_token(token)
-    checked = g.get("checked_token")
+    facts = policy.facts()
+    checked = facts.checked
     if checked is not None and checked[0] == token_hash:
         return checked[1]
     name = storage.find_token(token_hash)
@@ -69,7 +70,7 @@ def verify_token(token):
             token_hashing.loggable(token, current_app.config["TOKEN_PREFIX"]),
             request.remote_addr,
         )
-    g.checked_token = (token_hash, name)
+    facts.checked = (token_hash, name)
     return name
 
 
@@ -85,14 +86,21 @@ def presented_token():
 
 def token_rejected():
     """Whether this request presented a token that matched no live token."""
-    checked = g.get("checked_token")
+    checked = policy.facts().checked
     return checked is not None and checked[1] is None
 
 
 def credentials_presented():
-    """Whether the request carries a token in either place, valid or not."""
-    environ = request.environ
-    # The raw environ first: most requests have neither, and this runs on every response.
+    """Whether the request carries a token in either place, valid or not; decided once per
+    request."""
+    facts = policy.facts()
+    if facts.credentials is None:
+        facts.credentials = _carries_token(request.environ)
+    return facts.credentials
+
+
+def _carries_token(environ):
+    # The raw environ first: most requests have neither.
     if "HTTP_AUTHORIZATION" in environ:
         return True
     query = environ.get("QUERY_STRING")

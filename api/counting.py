@@ -36,8 +36,11 @@ def _count(amounts, counted):
 
 def counts_as_hit():
     """Every request is a hit except HEAD, OPTIONS and the routes whose policy says not
-    (static files, health checks)."""
-    return request.method not in UNCOUNTED_METHODS and policy.current().counted
+    (static files, health checks); decided once per request."""
+    facts = policy.facts()
+    if facts.counted is None:
+        facts.counted = request.method not in UNCOUNTED_METHODS and facts.policy.counted
+    return facts.counted
 
 
 def count_hit():

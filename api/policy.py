@@ -1,11 +1,18 @@
-"""What each route is: a hit or not, rate-limited or not, reading a token, data or a page.
+"""What each route is, declared once, and what each request is, worked out once.
 
 Each route declares its :class:`Policy` once, where it is defined: a Resource in its ``policy``
 class attribute (``api/resources/``), a page view through ``auth.optional_token`` or else as a
-plain page. :func:`init_app` reads every route's policy into one table per app, and each hook
-asks :func:`current` rather than comparing paths. A request that matches no route (a 404 or a
-405) is counted and limited like any other, and answers in the shape of the routes that share
-its first path segment, so that a mistyped API path gets JSON and a mistyped page a page.
+plain page. :func:`init_app` reads every route's policy into one table per app. A request that
+matches no route (a 404 or a 405) is counted and limited like any other, and answers in the
+shape of the routes that share its first path segment, so that a mistyped API path gets JSON
+and a mistyped page a page.
+
+Each request's :class:`Facts` (:func:`facts`) hold what the parts decide about it: its route's
+policy, whether it is a hit (``counting.py``), whether it draws on the rate limits
+(``rate_limits/``), whether it carries a token and which token that is (``auth.py``). Each part
+decides its own fact the first time it is asked and keeps it there, in the request's WSGI
+environ, so that no hook works anything out twice; the environ outlives the request context,
+for the edge's last resort.
 """
 
 from dataclasses import dataclass
@@ -37,8 +44,8 @@ OPERATIONS = Policy(counted=False, limited=False)
 STATIC = Policy(counted=False, limited=False, data=False)
 UNROUTED_PAGE = PAGE
 
-# Where a request's policy is kept once looked up.
-POLICY = "api.policy"
+# Where a request's facts are kept.
+FACTS = "api.facts"
 # A request whose Host could not be bound (see current()).
 UNBOUND_HOST = Policy()
 
@@ -93,22 +100,40 @@ class Policies:
         )
 
 
-def current():
-    """The policy of the route this request matched, or of its section when it matched none.
+class Facts:
+    """What the parts have decided about one request; None until the part first asks."""
 
-    Looked up once per request and kept in its WSGI environ: every hook asks, and each lookup
-    goes through Flask's context-local proxies.
-    """
+    __slots__ = ("policy", "counted", "limited", "credentials", "checked")
+
+    def __init__(self, policy):
+        #: The route's :class:`Policy`.
+        self.policy = policy
+        #: A hit (counting.counts_as_hit).
+        self.counted = None
+        #: Draws on the rate limits (rate_limits.unlimited).
+        self.limited = None
+        #: Carries a token, valid or not (auth.credentials_presented).
+        self.credentials = None
+        #: The token checked: ``(its hash, the live token's name or None)`` (auth.verify_token).
+        self.checked = None
+
+
+def facts():
+    """This request's facts, made when first asked for, with its route's policy."""
     environ = request.environ
-    found = environ.get(POLICY)
+    found = environ.get(FACTS)
     if found is None:
-        found = environ[POLICY] = _current()
+        found = environ[FACTS] = Facts(_route_policy())
     return found
 
 
-def _current():
-    """The policy of the route this request matched, or of its section when it matched none;
-    see :func:`current`.
+def current():
+    """The policy of the route this request matched, or of its section when it matched none."""
+    return facts().policy
+
+
+def _route_policy():
+    """The policy of the route this request matched, or of its section when it matched none.
 
     A request whose Host the URL map could not be bound to (api/security.py) matched nothing
     and cannot have a page built for it, since building any URL needs the bound map: it

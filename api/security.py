@@ -92,13 +92,13 @@ def append_headers(response, items):
     response.headers._list.extend(items)
 
 
-def add_security_headers(response):
+def add_security_headers(response, route):
     """Headers for every response, the page CSP and no-cache for pages, no-store when a token
     came."""
     headers = response.headers
     # Nothing that answers with data is a page, not even the empty text/html answer to a CORS
     # preflight.
-    page = response.mimetype == "text/html" and not policy.current().data
+    page = response.mimetype == "text/html" and not route.data
     append_headers(response, PAGE_HEADERS if page else DATA_HEADERS)
     if request.is_secure:
         headers["Strict-Transport-Security"] = HSTS
@@ -106,7 +106,6 @@ def add_security_headers(response):
         # Neither the browser nor any cache in between may keep what a token unlocked; this
         # replaces a page's no-cache.
         headers["Cache-Control"] = "no-store"
-    return response
 
 
 CHUNKED_REFUSED = (
@@ -182,13 +181,14 @@ def init_app(app):
     app.register_error_handler(SecurityError, refuse_host)
 
     app.before_request(check_body)
-    app.after_request(add_security_headers)
-
-    app.after_request(cors_hook(app, config["CORS_ORIGINS"]))
+    app.after_request(response_hook(app, config["CORS_ORIGINS"]))
 
 
-def cors_hook(app, origins):
-    """The CORS hook for /api: flask-cors's answer, with the one every request meets built once.
+def response_hook(app, origins):
+    """The one after-request hook of this module: CORS on what other origins may read, then
+    the security headers on everything.
+
+    CORS is flask-cors's answer, with the one every request meets built once.
 
     flask-cors (checked against 6.0.5) evaluates its options on every response, about 25 us.
     With the default ``*`` every non-preflight answer gets the same two headers, so those are
@@ -215,16 +215,18 @@ def cors_hook(app, origins):
         get_cors_headers(options, Headers({"Origin": "https://any.example"}), "GET").items()
     )
 
-    def add_cors_headers(response):
-        """Let other origins' pages read /api, and tell caches when the answer depends on it."""
-        if not policy.current().cross_origin:
-            return response
-        if wildcard and request.method != "OPTIONS":
-            append_headers(response, simple)
-            return response
-        set_cors_headers(response, options)
-        if not wildcard:
-            response.vary.add("Origin")
+    def secure_response(response):
+        """Let other origins' pages read /api, telling caches when the answer depends on it;
+        then the security headers."""
+        route = policy.current()
+        if route.cross_origin:
+            if wildcard and request.method != "OPTIONS":
+                append_headers(response, simple)
+            else:
+                set_cors_headers(response, options)
+                if not wildcard:
+                    response.vary.add("Origin")
+        add_security_headers(response, route)
         return response
 
-    return add_cors_headers
+    return secure_response

@@ -131,8 +131,7 @@ def test_hooks_run_in_the_order_of_the_request_path(make_app):
     ]
     # Flask runs after-request hooks last registered first.
     assert names(reversed(app.after_request_funcs[None])) == [
-        "add_cors_headers",
-        "add_security_headers",
+        "secure_response",
         "__inject_headers",
         "add_rate_limit_headers",
         "count_outcome",

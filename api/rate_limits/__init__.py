@@ -22,7 +22,7 @@ import math
 import time
 from collections import defaultdict
 
-from flask import current_app, g, request
+from flask import current_app, request
 from flask.globals import _cv_request
 from flask_limiter import Limiter
 from flask_limiter._extension import LimiterContext
@@ -46,8 +46,12 @@ TOO_MANY_FAILED_TOKENS = (
 
 
 def unlimited():
-    """Requests that no limit applies to: preflights, and routes whose policy says so."""
-    return request.method in UNLIMITED_METHODS or not policy.current().limited
+    """Requests that no limit applies to: preflights, and routes whose policy says so;
+    decided once per request."""
+    facts = policy.facts()
+    if facts.limited is None:
+        facts.limited = request.method not in UNLIMITED_METHODS and facts.policy.limited
+    return not facts.limited
 
 
 def identify_client():
@@ -56,10 +60,10 @@ def identify_client():
     Only routes whose view checks a token anyway look one up here, and the view reuses the
     answer, so limiting never adds a database round trip.
     """
-    token = None
     if auth.credentials_presented() and policy.current().reads_token and not unlimited():
         token = auth.presented_token()
-    g.rate_limit_holder = auth.verify_token(token) if token else None
+        if token:
+            auth.verify_token(token)
 
 
 def client_address():
@@ -68,7 +72,9 @@ def client_address():
 
 
 def token_holder():
-    return g.get("rate_limit_holder")
+    """The name of the valid token this request carries, once checked; None otherwise."""
+    checked = policy.facts().checked
+    return None if checked is None else checked[1]
 
 
 class RequestLimiter(Limiter):
