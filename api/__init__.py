@@ -31,7 +31,6 @@ A request meets the parts in this order, from the socket to the access log line:
 
 import os
 
-from flask import Flask, Response
 from flask_migrate import Migrate
 
 from . import (
@@ -46,6 +45,7 @@ from . import (
     rate_limits,
     resources,
     security,
+    speedups,
     storage,
 )
 from .config import Config
@@ -53,61 +53,9 @@ from .config import Config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-class FinishedResponse(Response):
-    """Flask's response, handed to the server without Werkzeug's copy of its headers when
-    nothing in them needs fixing for the environment.
-
-    Werkzeug copies every answer's headers before it looks at them, in case it must make a
-    Location absolute, fill in a Content-Length or drop one; every answer of this service
-    already carries its length and none is informational, so the copy buys nothing. Any
-    answer that does need a fix takes Werkzeug's own path.
-    """
-
-    def get_wsgi_headers(self, environ):
-        status = self.status_code
-        if status >= 200 and status not in (204, 304):
-            length = False
-            for name, _ in self.headers:
-                lowered = name.lower()
-                if lowered == "content-length":
-                    length = True
-                elif lowered in ("location", "content-location"):
-                    length = False
-                    break
-            if length:
-                return self.headers
-        return super().get_wsgi_headers(environ)
-
-
-class App(Flask):
-    """Flask, asking once per hook rather than once per request whether it is a coroutine, and
-    refusing a Host it could not show.
-
-    Flask 3.1 calls ``ensure_sync`` on every before- and after-request hook of every request,
-    and ``inspect.iscoroutinefunction`` behind it costs about 1 us a call; the answer for a
-    given function never changes. This service has no async views or hooks, but one added
-    later is still run the way Flask runs it.
-    """
-
-    response_class = FinishedResponse
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._synchronous = {}
-
-    def ensure_sync(self, func):
-        # Keyed by the function, never by a bound method: Flask-RESTful hands over the
-        # dispatch_request of a Resource made anew for each request, and a cache keyed by
-        # those would keep every request's Resource alive. Functions are a fixed set.
-        key = getattr(func, "__func__", func)
-        try:
-            synchronous = self._synchronous[key]
-        except KeyError:
-            synchronous = self._synchronous[key] = super().ensure_sync(func) is func
-        except TypeError:
-            # Unhashable callables are rare; they take Flask's own path every time.
-            return super().ensure_sync(func)
-        return func if synchronous else super().ensure_sync(func)
+class App(speedups.responses.SyncOnceFlask):
+    """Flask, with this service's speedups (``api/speedups/``), refusing a Host it could not
+    show."""
 
     def create_url_adapter(self, request):
         """Flask's, for a Host that is valid IDNA; another is a 400 (api/security.py). Flask

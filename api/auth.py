@@ -13,6 +13,7 @@ from werkzeug.datastructures import Authorization
 from werkzeug.exceptions import HTTPException
 
 from . import errors, policy, storage, token_hashing
+from .speedups import httpauth
 
 # What a request that sends its token the wrong way is told; the spec lists these too.
 SENT_TWO_WAYS = "Send the token in the Authorization header or in the token parameter, not both"
@@ -110,24 +111,8 @@ def _carries_token(environ):
     return "token" in request.args
 
 
-def _call(view, *args, **kwargs):
-    return view(*args, **kwargs)
-
-
-# Built once: Flask-HTTPAuth's decorator wraps a function anew each time it is applied.
-_call_with_token_checked = auth.login_required(optional=True)(_call)
-
-
-def with_optional_token(view, *args, **kwargs):
-    """Call a view, checking the token first when the request carries one.
-
-    Flask-HTTPAuth's ``login_required(optional=True)`` parses both places and runs the whole
-    callback chain even when neither holds anything, which on the public data is most of a
-    request's auth cost. ``auth.current_user()`` is None either way when no token came.
-    """
-    if credentials_presented():
-        return _call_with_token_checked(view, *args, **kwargs)
-    return view(*args, **kwargs)
+# Flask-HTTPAuth's check, run only for a request that sends a token (api/speedups/httpauth.py).
+with_optional_token = httpauth.only_when_sent(auth, credentials_presented)
 
 
 def optional_token(view):

@@ -1,7 +1,7 @@
 """Hardening every response shares: the proxy we trust, the Host, body size, security headers
 and CORS.
 
-Header values are built once here, so each response pays for one list extend and two checks.
+Header values are built once here, so each response pays for one extend and two checks.
 
 **The Host header** is the client's to write (or, with ``PROXY_FIX_X_HOST``, the proxy's
 ``X-Forwarded-Host``). Flask binds the URL map to it before any hook runs. Werkzeug encodes
@@ -18,12 +18,11 @@ the Host either: examples use ``PUBLIC_URL`` (``api/pages/``).
 import functools
 
 from flask import abort, request
-from flask_cors.core import get_cors_headers, get_cors_options, set_cors_headers
-from werkzeug.datastructures import Headers
 from werkzeug.exceptions import BadHost, SecurityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import auth, errors, policy
+from .speedups.cors import SimpleCors
 
 # What a request with a Host this service does not answer for is told; never the Host itself.
 HOST_REFUSED = "Bad Host header"
@@ -83,15 +82,6 @@ PAGE_HEADERS = (
 DATA_HEADERS = (*ALWAYS, ("Content-Security-Policy", DATA_CSP))
 
 
-def append_headers(response, items):
-    """Add headers whose names and values this service built itself (constants and numbers).
-
-    Werkzeug's ``Headers.extend`` checks every value for line breaks, about 1 us a header on
-    every response; these cannot hold one. Appends to the list Werkzeug 3.1 keeps them in.
-    """
-    response.headers._list.extend(items)
-
-
 def add_security_headers(response, route):
     """Headers for every response, the page CSP and no-cache for pages, no-store when a token
     came."""
@@ -99,7 +89,7 @@ def add_security_headers(response, route):
     # Nothing that answers with data is a page, not even the empty text/html answer to a CORS
     # preflight.
     page = response.mimetype == "text/html" and not route.data
-    append_headers(response, PAGE_HEADERS if page else DATA_HEADERS)
+    headers.extend(PAGE_HEADERS if page else DATA_HEADERS)
     if request.is_secure:
         headers["Strict-Transport-Security"] = HSTS
     if auth.credentials_presented():
@@ -186,33 +176,17 @@ def init_app(app):
 
 def response_hook(app, origins):
     """The one after-request hook of this module: CORS on what other origins may read, then
-    the security headers on everything.
-
-    CORS is flask-cors's answer, with the one every request meets built once.
-
-    flask-cors (checked against 6.0.5) evaluates its options on every response, about 25 us.
-    With the default ``*`` every non-preflight answer gets the same two headers, so those are
-    taken from flask-cors once, here, and added as they are; preflights and named origins go
-    through flask-cors itself. Where origins are named, every answer varies on Origin, allowed
-    or not, so that a cache never hands one origin's answer to another.
-    """
-    options = get_cors_options(
+    the security headers on everything."""
+    cors = SimpleCors(
         app,
-        {
-            "origins": origins,
-            # The default "*" is sent as "*", not echoed per origin, so caches need not vary.
-            "send_wildcard": True,
-            "supports_credentials": False,
-            "methods": ["GET", "HEAD", "POST", "OPTIONS"],
-            "allow_headers": list(ALLOWED_HEADERS),
-            "expose_headers": list(EXPOSED_HEADERS),
-            "max_age": 600,
-        },
-    )
-    wildcard = origins == ["*"]
-    # What flask-cors sends to a request from any origin, or from none, outside a preflight.
-    simple = tuple(
-        get_cors_headers(options, Headers({"Origin": "https://any.example"}), "GET").items()
+        origins,
+        # The default "*" is sent as "*", not echoed per origin, so caches need not vary.
+        send_wildcard=True,
+        supports_credentials=False,
+        methods=["GET", "HEAD", "POST", "OPTIONS"],
+        allow_headers=list(ALLOWED_HEADERS),
+        expose_headers=list(EXPOSED_HEADERS),
+        max_age=600,
     )
 
     def secure_response(response):
@@ -220,12 +194,7 @@ def response_hook(app, origins):
         then the security headers."""
         route = policy.current()
         if route.cross_origin:
-            if wildcard and request.method != "OPTIONS":
-                append_headers(response, simple)
-            else:
-                set_cors_headers(response, options)
-                if not wildcard:
-                    response.vary.add("Origin")
+            cors.add_headers(response, request.method)
         add_security_headers(response, route)
         return response
 

@@ -14,7 +14,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from api.rate_limits.storage import FixedWindowMemory
+from api.speedups.limiter import FixedWindowMemory
 
 from . import servers
 

@@ -24,7 +24,6 @@ and its two halves read best side by side.
 """
 
 import fcntl
-import operator
 import os
 import random
 from datetime import datetime, time, timedelta
@@ -33,9 +32,11 @@ from time import monotonic
 import sqlalchemy as sa
 from flask import current_app
 
+from ..speedups.dbapi import compiled, wrapped
+from ..speedups.pool import closed_by_server
 from . import clock, deadlines, retention
 from .counter_reads import TOTAL_SQL
-from .engine import closed_by_server, server_unavailable
+from .engine import server_unavailable
 
 # The longest a batch may take from reading its hour to its commit. Readers take an hour as
 # final SEALED_AFTER past its end (series.py), so its increments must all be in by then. On
@@ -123,18 +124,6 @@ def writer_for(engine, config):
     return writer(engine, config)
 
 
-def compiled(statement, dialect):
-    """SQL compiled once for the driver, and how to pass it its parameters (the dict itself,
-    or a tuple in positional order)."""
-    compiled = statement.compile(dialect=dialect)
-    order = compiled.positiontup
-    if order is None:
-        return compiled.string, lambda params: params
-    if len(order) == 1:
-        return compiled.string, lambda params: (params[order[0]],)
-    return compiled.string, operator.itemgetter(*order)
-
-
 class Writer:
     """What both writers share: the connection kept for the process, and failing cleanly."""
 
@@ -206,14 +195,7 @@ class Writer:
                 self.close()
         if not driver_error:
             return error
-        return sa.exc.DBAPIError.instance(
-            None,
-            params,
-            error,
-            dialect.loaded_dbapi.Error,
-            connection_invalidated=disconnect,
-            dialect=dialect,
-        )
+        return wrapped(error, params, dialect, disconnect)
 
     def close(self, *_args):
         """Close the connection for good, as ``engine.dispose()`` does with the pool's."""

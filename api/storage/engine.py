@@ -8,13 +8,13 @@ connections get WAL. Whether the database can take a hit now is the counter writ
 (``counter_writer.py``).
 """
 
-import select
 import time
 from contextlib import contextmanager
 
 import sqlalchemy as sa
 
 from ..config import EphemeralDatabase, InvalidSetting, require
+from ..speedups.pool import drop_closed_connections
 from . import clock, deadlines
 from .tables import MAX_COUNTER_SLOTS, db
 
@@ -100,15 +100,16 @@ def bind(app):
     with app.app_context():
         engine = db.engine
     if engine.dialect.name == "postgresql":
-        listen_postgresql(engine, int(config["DB_STATEMENT_TIMEOUT_MS"]))
+        pre_ping = config["SQLALCHEMY_ENGINE_OPTIONS"].get("pool_pre_ping", False)
+        listen_postgresql(engine, int(config["DB_STATEMENT_TIMEOUT_MS"]), pre_ping)
     elif engine.dialect.name == "sqlite":
         listen_sqlite(engine, int(config["SQLITE_BUSY_TIMEOUT_MS"]))
     return engine
 
 
-def listen_postgresql(engine, statement_timeout):
+def listen_postgresql(engine, statement_timeout, pre_ping):
     """What every PostgreSQL connection is told and checked for."""
-    if not engine.pool._pre_ping:
+    if not pre_ping:
         sa.event.listen(engine, "checkout", drop_closed_connections)
 
     patience = deadlines.patience(statement_timeout)
@@ -150,25 +151,6 @@ def listen_sqlite(engine, busy_timeout):
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={busy_timeout}")
         cursor.close()
-
-
-def closed_by_server(dbapi_connection):
-    """Whether the server sent something unasked on an idle connection: after a restart, a
-    failover or an idle timeout that is the end of the stream, which reads as EOF."""
-    readable, _, _ = select.select([dbapi_connection.fileno()], [], [], 0)
-    return bool(readable)
-
-
-def drop_closed_connections(dbapi_connection, _record, _proxy):
-    """Replace a pooled connection the server has closed before a request uses it.
-
-    The pool's checkout hook: raising DisconnectionError makes SQLAlchemy discard the
-    connection and hand out a fresh one. Unlike pool_pre_ping this needs no round trip. A
-    network that drops packets without closing anything goes unseen here, as it would by a
-    ping, until the query on it fails; that connection is then invalidated.
-    """
-    if closed_by_server(dbapi_connection):
-        raise sa.exc.DisconnectionError("the database server closed this connection")
 
 
 def reading():

@@ -14,22 +14,18 @@ The three budgets, every endpoint sharing each one:
   token is counted as it is checked, by the storage's atomic increment, so the budget is exact
   however many guesses arrive at once.
 
-Each limit is parsed once, and ``memory://`` with the default fixed window counts in an exact
-store without a timer thread (``storage.py``).
+Each limit is parsed once, and ``memory://`` with the default fixed window counts in an exact,
+bounded store without a timer thread (``api/speedups/limiter.py``).
 """
 
 import math
 import time
-from collections import defaultdict
 
 from flask import current_app, request
-from flask.globals import _cv_request
-from flask_limiter import Limiter
-from flask_limiter._extension import LimiterContext
 
-from .. import auth, policy, security
-from ..config import require
-from .storage import FIXED_WINDOW_MEMORY, ParsedOnce
+from . import auth, policy
+from .config import require
+from .speedups.limiter import FIXED_WINDOW_MEMORY, ParsedOnce, RequestLimiter
 
 # CORS preflights never touch a limit: they are not hits.
 UNLIMITED_METHODS = frozenset({"OPTIONS"})
@@ -75,24 +71,6 @@ def token_holder():
     """The name of the valid token this request carries, once checked; None otherwise."""
     checked = policy.facts().checked
     return None if checked is None else checked[1]
-
-
-class RequestLimiter(Limiter):
-    """Flask-Limiter, keeping its per-request state on the request context it is read from.
-
-    Flask-Limiter reaches that state through a property that resolves the request context
-    through a proxy three times a visit, and it visits nine times a request; this one looks
-    the context up once, in Flask's own context variable, and keeps the same state.
-    """
-
-    @property
-    def context(self):
-        ctx = _cv_request.get()
-        try:
-            return ctx._limiter_request_context[self]
-        except AttributeError:
-            ctx._limiter_request_context = defaultdict(LimiterContext)
-            return ctx._limiter_request_context[self]
 
 
 def storage_options(config):
@@ -172,8 +150,8 @@ def headers_hook(limiter, always):
         if chosen is None:
             return response
         try:
-            # None of these is set yet: appended, not searched for and replaced.
-            security.append_headers(response, window_headers(chosen, breached))
+            # None of these is set yet: added, not searched for and replaced.
+            response.headers.extend(window_headers(chosen, breached))
         except Exception:
             # The storage went away between the check and now; the answer stands without them.
             current_app.logger.warning("rate limit storage unreachable for headers")

@@ -1,13 +1,5 @@
-"""What makes Flask-Limiter cheap per request: limits parsed once, and an exact memory store.
-
-Flask-Limiter re-reads and re-parses every limit string on every request, and limits'
-``memory://`` storage starts a timer thread every few milliseconds under load and can admit a
-few more than its limit under concurrency. Here each limit is parsed once
-(:class:`ParsedOnce`), and ``memory://`` with the default fixed window runs on
-:class:`FixedWindowMemory`, which expires counts as it reads them, under one lock, with no
-thread, and keeps a bounded number of windows. Together they cut the limiter's cost per
-request to under half (BENCHMARKS.md).
-"""
+"""Flask-Limiter and limits: the per-request state looked up once a visit, limits parsed once,
+and an exact, bounded memory store for the fixed window."""
 
 import collections
 import dataclasses
@@ -15,7 +7,8 @@ import math
 import threading
 import time
 
-from flask_limiter import ApplicationLimit
+from flask.globals import _cv_request
+from flask_limiter import ApplicationLimit, Limiter
 from flask_limiter._limits import RuntimeLimit
 from limits.storage import Storage
 
@@ -23,11 +16,65 @@ from limits.storage import Storage
 FIXED_WINDOW_MEMORY = "fixed-window-memory"
 
 
+class RequestLimiter(Limiter):
+    """Flask-Limiter, keeping its per-request state on the request context it is read from.
+
+    Flask-Limiter 4.1.1 reaches that state through a property that resolves the request
+    context through a proxy twice a visit, and it visits eight times a request; this one looks
+    the context up once a visit, in Flask's own context variable (``_cv_request``, private in
+    Flask 3.1.3), and asks the library's own property for the state the first time.
+    """
+
+    @property
+    def context(self):
+        ctx = _cv_request.get()
+        try:
+            return ctx.api_limiter_context
+        except AttributeError:
+            found = ctx.api_limiter_context = Limiter.context.fget(self)
+            return found
+
+
+@dataclasses.dataclass(eq=False)
+class KeptLimit(RuntimeLimit):
+    """A runtime limit built once and kept: equal only to itself, so hashing it is cheap.
+
+    Flask-Limiter 4.1.1 puts runtime limits in sets on every request, and the dataclass hash
+    it gives them (``flask_limiter._limits.RuntimeLimit``, private) walks every field each
+    time.
+    """
+
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+
+FIELDS = dataclasses.fields(RuntimeLimit)
+
+
+class ParsedOnce(ApplicationLimit):
+    """An application limit whose limit string is parsed once, not on every request.
+
+    Flask-Limiter 4.1.1 turns a limit's string into new runtime limits each time it
+    evaluates the limit, which is every request; for a fixed string the result is the same
+    every time, so it is built once and kept.
+    """
+
+    def __iter__(self):
+        kept = self.__dict__.get("_kept")
+        if kept is None:
+            kept = tuple(
+                KeptLimit(**{field.name: getattr(limit, field.name) for field in FIELDS})
+                for limit in super().__iter__()
+            )
+            self.__dict__["_kept"] = kept
+        return iter(kept)
+
+
 class FixedWindowMemory(Storage):
     """limits' storage interface for fixed windows, in this process's memory: exact, lazy and
     bounded.
 
-    Replaces limits' ``MemoryStorage`` (checked against limits 5.8) for the fixed window:
+    Replaces limits 5.8.0's ``MemoryStorage`` for the fixed window:
     that one arms a ``threading.Timer`` after every increment to expire keys, takes a
     per-key lock that expiry may drop while another thread holds it, and keeps a key for
     every client address it has seen until its window ends, a day for the failed-token
@@ -129,37 +176,3 @@ class FixedWindowMemory(Storage):
     def clear(self, key):
         with self._lock:
             self._windows.pop(key, None)
-
-
-@dataclasses.dataclass(eq=False)
-class KeptLimit(RuntimeLimit):
-    """A runtime limit built once and kept: equal only to itself, so hashing it is cheap.
-
-    Flask-Limiter puts runtime limits in sets on every request, and the dataclass hash it
-    gives them walks every field each time.
-    """
-
-    __eq__ = object.__eq__
-    __hash__ = object.__hash__
-
-
-class ParsedOnce(ApplicationLimit):
-    """An application limit whose limit string is parsed once, not on every request.
-
-    Flask-Limiter (checked against 4.1) turns a limit's string into new runtime limits each
-    time it evaluates the limit, which is every request; for a fixed string the result is
-    the same every time, so it is built once and kept.
-    """
-
-    def __iter__(self):
-        kept = self.__dict__.get("_kept")
-        if kept is None:
-            kept = tuple(
-                KeptLimit(**{field.name: getattr(limit, field.name) for field in FIELDS})
-                for limit in super().__iter__()
-            )
-            self.__dict__["_kept"] = kept
-        return iter(kept)
-
-
-FIELDS = dataclasses.fields(RuntimeLimit)
