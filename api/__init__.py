@@ -5,7 +5,10 @@ A request meets the parts in this order, from the socket to the access log line:
 1. **granian** (``api/server.py``) parses HTTP; what is not HTTP, or a head over its limits,
    it answers itself, and the app never sees it.
 2. **The edge** (``api/edge.py``): a request line over 4 KiB (414) or a header over 8 KiB
-   (431) is answered in the envelope, uncounted; a body gets a reader with a deadline.
+   (431) is answered in the envelope, uncounted; a body gets a ``wsgi.input`` that receives it
+   whole when the view first reads it (``api/request_bodies.py``). A body that is slow with no
+   slot free (503), late (408) or cut off (400) is raised there, in the view, and answered and
+   counted like any of its errors.
 3. **ProxyFix** (``api/security.py``): the client's address and scheme, from the proxies
    the ``PROXY_FIX_*`` settings trust.
 4. **Flask** matches the route; its policy (``api/policy.py``) says what the route is.

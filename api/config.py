@@ -123,7 +123,8 @@ class Config:
         self.LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
         # Request bodies: the API takes a few bytes of form or JSON; anything bigger is a 413.
         self.MAX_CONTENT_LENGTH = env_number("MAX_CONTENT_LENGTH", 64 * 1024)
-        # Seconds a request body may go without a byte arriving before it is answered 408.
+        # Seconds a request body has to arrive whole, from when its request reached the app;
+        # a body still arriving then is answered 408.
         self.REQUEST_BODY_TIMEOUT = env_number("REQUEST_BODY_TIMEOUT", 10.0, float)
         # Browser origins allowed to call /api/*; "*" lets any page read public data. Tokens
         # travel in a header, never a cookie, so credentials are never allowed.

@@ -7,7 +7,9 @@ It is plain WSGI, so it holds the same under granian, gunicorn or any other serv
    but that arrived empty ``400``, in the envelope with the security headers. Such requests
    never reach Flask, so they are not hits. (The server bounds the head first: granian refuses
    a head over its buffer, and hyper more than 100 headers, with empty answers of its own.)
-2. **Request bodies** get a reader that ends at ``Content-Length`` and bounds every wait
+2. **Request bodies** the app may take get a ``wsgi.input`` that receives the whole body when
+   the app first reads it: at once when it came with its request, in one of the slots for slow
+   bodies when it is still arriving, within ``REQUEST_BODY_TIMEOUT`` in all
    (``api/request_bodies.py``).
 3. **The app answers**; a small answer is collected into one bytes object, which granian sends
    in one piece instead of iterating.
@@ -128,11 +130,11 @@ def raised_at(error):
 class Edge:
     """Wraps Flask's ``wsgi_app``; see the module docstring for what it does, in order."""
 
-    def __init__(self, flask_app, deadline, access_log=None):
+    def __init__(self, flask_app, bodies, access_log=None):
         #: The WSGI callable inside: ProxyFix, when configured, then Flask.
         self.app = flask_app.wsgi_app
         self.flask_app = flask_app
-        self.deadline = deadline
+        self.bodies = bodies
         self.access_log = access_log
         self.refusals = {status: refusal(status) for status in (414, 431)}
         self.refusals[400] = refusal(400, UNREADABLE_FORWARDED)
@@ -151,7 +153,7 @@ class Edge:
             self.log(environ, refused, len(body))
             return [body]
         if "CONTENT_LENGTH" in environ:
-            self.deadline.wrap(environ)
+            self.bodies.wrap(environ)
 
         # The status, the Content-Length header's value, and whether the app started an answer.
         answer = [500, None, False]
@@ -241,8 +243,13 @@ def init_app(app):
     config = app.config
     require(config, "WEB_THREADS", lambda n: n >= 1, "1 or more")
     require(config, "REQUEST_BODY_TIMEOUT", lambda s: s > 0, "more than 0 seconds")
-    deadline = request_bodies.BodyDeadline(
-        config["REQUEST_BODY_TIMEOUT"], slots=max(1, config["WEB_THREADS"] // 2)
+    # Half the threads may wait on slow bodies (none of one), and one more may read a body.
+    threads = config["WEB_THREADS"]
+    bodies = request_bodies.BodyReceiver(
+        config["REQUEST_BODY_TIMEOUT"],
+        slots=threads // 2,
+        readers=request_bodies.readers_for(threads),
+        max_length=config["MAX_CONTENT_LENGTH"],
     )
     access_log = AccessLog(config["TOKEN_PREFIX"]) if config["ACCESS_LOG"] else None
-    app.wsgi_app = Edge(app, deadline, access_log)
+    app.wsgi_app = Edge(app, bodies, access_log)

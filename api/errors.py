@@ -51,8 +51,8 @@ STATUSES = {
     ),
     408: Status(
         "Request timeout",
-        "The request body stopped arriving: nothing came for REQUEST_BODY_TIMEOUT seconds "
-        "(10 by default).",
+        "The request body did not arrive in time: all of it must arrive within "
+        "REQUEST_BODY_TIMEOUT seconds of the request (10 by default).",
     ),
     411: Status(
         "Length required",

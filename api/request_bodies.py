@@ -1,59 +1,94 @@
-"""Request bodies that arrive slowly or never: a deadline that the server itself does not keep.
+"""Request bodies, received whole before the app sees them, so that a body that arrives slowly
+or never holds no more threads than it may.
 
 A WSGI app reads its body from ``wsgi.input``, and a read blocks its thread until the bytes
-arrive. granian keeps no timeout on a body (upstream's answer is "won't fix", issue 728), and
-gunicorn keeps none either, so a client that declares a body and then sends nothing would hold
-a thread for as long as it keeps the connection open; a few such clients hold them all.
-:class:`BodyReader` and :class:`BodyDeadline` bound that, under any server:
+arrive. granian keeps no timeout on a body (upstream's answer is "won't fix", issue 728),
+gunicorn keeps none either, and neither lets Python interrupt a read that waits. Nor can the
+wait be handed to another thread: under granian 2.8.9, a request answered while another thread
+is still reading its body stalls the whole worker until that read ends (the thread that
+answered waits for the read, holding the GIL). So the serving thread reads its own body, when
+the app first reads ``wsgi.input`` (:class:`ArrivingBody`), in steps
+(:meth:`BodyReceiver.receive`): a step asks for one byte, then for as many as have come so far
+while they are already there, and for one again once a step had to wait. Every decision below
+is taken between two steps, so a body that drips is looked at again with each byte.
 
-- **A stall is cut off.** A read that has waited ``REQUEST_BODY_TIMEOUT`` seconds with no byte
-  arriving is ended, and the request is answered ``408``. Like nginx's ``client_body_timeout``,
-  the deadline is for silence, not for the whole body. The read cannot be interrupted from
-  Python, so a watchdog thread ends it from outside: it finds this process's connections on
-  the listening port that have received nothing for that long (``/proc`` and ``TCP_INFO``)
-  and shuts down their reading side. The blocked read then returns short, and the answer still
-  goes out on the writing side.
-- **Slow bodies cannot take every thread.** At most ``slots`` threads of a process may wait on
-  body bytes at once (half of ``WEB_THREADS``); a request whose body would make one more wait
-  is answered ``503`` with ``Retry-After`` at once. Requests without a body, and bodies that
-  arrive with their request as every ordinary client sends them, never wait, so they are
-  served whatever slow clients do.
-- **A cut-off body is never taken for a whole one.** Reading ends exactly at
-  ``Content-Length``; fewer bytes followed by the end of the stream is a ``400``. (granian
-  hands a truncated body over as if it were complete; this is where that is caught.)
+- **A body that came with its request is served from memory.** A body whole within ``GRACE``
+  (0.1 s) of the first read needs no slot. Every ordinary client sends its body so: no number
+  of concurrent ordinary POSTs is turned away.
+- **A slow body keeps a thread waiting only in a slot.** A body still arriving after the
+  grace is slow. Its thread keeps reading only if one of ``slots`` (half of ``WEB_THREADS``,
+  none for a single thread) is free; otherwise the request is answered ``503`` with
+  ``Retry-After`` at the body's next byte.
+- **At most ``readers`` threads read bodies at once**, one more than the slots (but never all
+  of several threads): a body that finds them all busy for the grace is answered ``503``. The
+  other threads never touch a body, so requests without one are served whatever bodies do.
+- **The whole body arrives within REQUEST_BODY_TIMEOUT, counted from when the request reached
+  the app, or the request is answered 408.** It bounds the whole body, not the silence between
+  its bytes: a body dripped a byte at a time is cut off at its first byte past the deadline.
+- **A cut-off body is never taken for a whole one.** Fewer bytes than ``Content-Length``
+  followed by the end of the stream is a ``400``. (granian hands a truncated body over as if it
+  were complete; this is where that is caught.)
 
-The watchdog only looks when a read has been waiting longer than the deadline, so it costs
-nothing while clients behave. A connection it shuts down is one that has received nothing for
-the whole deadline while a body read waited: idle keep-alive connections are closed by the
-server after 5 s, well inside it. Its one blind spot is a drip, a byte now and then, which
-the deadline for silence does not catch; the slots bound what a drip can hold.
+Only bodies the app may take are received: a ``Content-Length`` over ``MAX_CONTENT_LENGTH`` is
+left for the app's ``413``, which reads nothing. Each refusal is raised by ``wsgi.input`` when
+the app reads it, as the Werkzeug exception for its status, so that the app answers it like any
+error of its own: in the envelope, counted as a hit and an error. A view that never reads its
+body is answered as usual, without waiting for it.
+
+A step that waits cannot be called off, so a watchdog thread ends the ones that must end. While
+a body has been arriving for longer than the deadline, it looks at this process's connections
+on the listening port (``/proc`` and ``TCP_INFO``) and shuts down the reading side of two kinds,
+so that their reads return short: one in the middle of a request that has received nothing for
+the deadline (a stalled body), and one that is still receiving more than the deadline plus
+``HEAD_SECONDS`` after it last sent anything (a body past its deadline: no request's head and
+body take longer, so this ends a step left waiting on many bytes by a body that turned slow).
+
+What slow bodies can hold, then: the slots, each until the deadline; the reader beyond them,
+where there is one, until its body's next byte, or until the deadline for a body that stalls.
+The threads that are not readers never wait on a body.
 """
 
+import io
 import os
 import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass
 
-from werkzeug.exceptions import BadRequest, RequestTimeout, ServiceUnavailable
+from werkzeug.exceptions import BadRequest, HTTPException, RequestTimeout, ServiceUnavailable
 
-# TCP_ESTABLISHED in /proc/net/tcp, and where tcpi_last_data_recv sits in struct tcp_info:
-# after eight one-byte fields, the twelfth 32-bit field (linux/tcp.h).
+# TCP_ESTABLISHED in /proc/net/tcp, and where tcpi_last_data_sent and tcpi_last_data_recv sit
+# in struct tcp_info: after eight one-byte fields, the tenth and twelfth 32-bit fields
+# (linux/tcp.h).
 _ESTABLISHED = "01"
 _TCP_INFO = struct.Struct("8B12I")
+_TCP_INFO_LAST_DATA_SENT = 8 + 9
 _TCP_INFO_LAST_DATA_RECV = 8 + 11
 
-# How often the watchdog looks while a read is waiting.
+# How long a body may take to arrive before it is slow and needs a slot; also how long a body
+# waits for a free reader. A body sent with its request, or right behind its head, is whole
+# well within it, even on a loaded machine; a worker of one thread is held no longer than this
+# and one more byte by a body that drips.
+GRACE = 0.1
+
+# A step that returns sooner than this found its bytes already there, so the next may ask for
+# more; a step that waited longer is followed by a one-byte step.
+INSTANT = 0.01
+
+# The longest a connection may idle before a request and send its head: the server closes it
+# then (HEADER_READ_TIMEOUT_MS in api/server.py).
+HEAD_SECONDS = 5
+
+# How often the watchdog looks while a body is overdue.
 WATCH_INTERVAL = 0.5
 
 # Seconds a client refused for want of a slot should wait before trying again.
 RETRY_AFTER_SECONDS = 5
 
 
-def stalled_message(timeout):
+def late_message(timeout):
     """The 408 message, naming the deadline so that a client knows what it missed."""
-    return f"The request body stalled: nothing arrived for {timeout:g} s"
+    return f"The request body did not arrive in time: all of it must arrive within {timeout:g} s"
 
 
 TRUNCATED = "The request body ended before the length its Content-Length header gave"
@@ -62,115 +97,171 @@ TOO_MANY_SLOW_BODIES = (
 )
 
 
-class BodyDeadline:
-    """One per process: the threads waiting on body bytes, and the watchdog that ends stalls."""
+def readers_for(threads):
+    """Threads that may read bodies at once: one more than the slots, but never every thread
+    of several, and the only one of one."""
+    return max(1, min(threads - 1, threads // 2 + 1))
 
-    def __init__(self, timeout, slots):
+
+class BodyReceiver:
+    """One per app: the readers and slots that bodies are received in, and the watchdog that
+    ends reads that must end. The watchdog starts with a process's first body, so that every
+    worker forked from the app has its own."""
+
+    def __init__(self, timeout, slots, readers, max_length):
         self.timeout = timeout
-        self.slots = max(1, slots)
+        self.slots = max(0, slots)
+        self.max_length = max_length
+        self._readers = threading.BoundedSemaphore(max(1, readers))
         self._lock = threading.Lock()
-        # One entry per read in progress: (when it began, the listening port).
-        self._waiting = {}
+        # Threads reading a slow body, each in a slot.
+        self._slow = 0
+        # One entry per body being received: (when its first read began, the listening port).
+        self._receiving = {}
         self._watchdog_pid = None
 
     def wrap(self, environ):
-        """Put a reader in front of ``wsgi.input`` when the request declares a body."""
+        """Put an :class:`ArrivingBody` in front of ``wsgi.input`` when the request declares a
+        body the app may take."""
         try:
             length = int(environ["CONTENT_LENGTH"])
         except (KeyError, ValueError):
             return
-        if length <= 0:
+        if length <= 0 or (self.max_length is not None and length > self.max_length):
             return
         try:
             port = int(environ.get("SERVER_PORT") or 0)
         except ValueError:
             port = 0
-        environ["wsgi.input"] = BodyReader(environ["wsgi.input"], length, self, port)
+        environ["wsgi.input"] = ArrivingBody(
+            self, environ["wsgi.input"], length, port, time.monotonic()
+        )
 
-    def begin(self, port):
-        """Register a read about to wait, or refuse it when every slot is taken."""
-        now = time.monotonic()
+    def receive(self, stream, length, port, began):
+        """The whole body, or the refusal the request is to be answered with."""
+        if not self._readers.acquire(timeout=GRACE):
+            raise self._too_many()
+        key = self._start(port)
+        slot = False
+        try:
+            chunks, received, size = [], 0, 1
+            first = time.monotonic()
+            while received < length:
+                now = time.monotonic()
+                # Within its grace a body is read whatever the time: a whole body is never
+                # refused for the time the app took before it read.
+                if now - first >= GRACE:
+                    if now >= began + self.timeout:
+                        raise RequestTimeout(description=late_message(self.timeout))
+                    if not slot:
+                        slot = self._take_slot()
+                        if not slot:
+                            raise self._too_many()
+                # Always with a size: granian's read() without one drops whatever an earlier
+                # sized read left in its buffer.
+                chunk = stream.read(min(size, length - received))
+                if not chunk:
+                    if time.monotonic() >= began + self.timeout:
+                        raise RequestTimeout(description=late_message(self.timeout))
+                    raise BadRequest(description=TRUNCATED)
+                chunks.append(chunk)
+                received += len(chunk)
+                size = received if time.monotonic() - now < INSTANT else 1
+            return b"".join(chunks)
+        finally:
+            if slot:
+                self._give_slot()
+            self._end(key)
+            self._readers.release()
+
+    def _too_many(self):
+        return ServiceUnavailable(description=TOO_MANY_SLOW_BODIES, retry_after=RETRY_AFTER_SECONDS)
+
+    def _take_slot(self):
+        with self._lock:
+            if self._slow >= self.slots:
+                return False
+            self._slow += 1
+            return True
+
+    def _give_slot(self):
+        with self._lock:
+            self._slow -= 1
+
+    def _start(self, port):
         key = object()
         with self._lock:
-            if len(self._waiting) >= self.slots:
-                raise ServiceUnavailable(
-                    description=TOO_MANY_SLOW_BODIES, retry_after=RETRY_AFTER_SECONDS
-                )
-            self._waiting[key] = (now, port)
+            self._receiving[key] = (time.monotonic(), port)
             if self._watchdog_pid != os.getpid():
-                # Started on the first body read of each process: a forked worker has none.
+                # Started with the first body of each process: a forked worker has none.
                 self._watchdog_pid = os.getpid()
-                threading.Thread(target=self._watch, name="body-deadline", daemon=True).start()
-        return key, now
+                threading.Thread(target=self._watch, name="body-watchdog", daemon=True).start()
+        return key
 
-    def end(self, key):
+    def _end(self, key):
         with self._lock:
-            self._waiting.pop(key, None)
+            del self._receiving[key]
 
     def _overdue_ports(self):
-        """The listening ports of reads that have waited past the deadline."""
+        """The listening ports of bodies that have been arriving for longer than the deadline."""
         cutoff = time.monotonic() - self.timeout
         with self._lock:
-            return {port for began, port in self._waiting.values() if began <= cutoff and port}
+            return {port for began, port in self._receiving.values() if began <= cutoff and port}
 
     def _watch(self):
+        limit_ms = int(self.timeout * 1000)
         while True:
             time.sleep(WATCH_INTERVAL)
             for port in self._overdue_ports():
-                for connection in silent_connections(port, int(self.timeout * 1000)):
+                for connection in overdue_connections(port, limit_ms, HEAD_SECONDS * 1000):
                     shut_reading_side(connection)
 
 
-@dataclass
-class BodyReader:
-    """``wsgi.input`` for one request: exactly ``Content-Length`` bytes, each wait bounded."""
+class ArrivingBody:
+    """``wsgi.input`` for one request with a body: on the first read, the whole body is
+    received (:meth:`BodyReceiver.receive`) and every read is served from it; a refusal is
+    raised again by every later read."""
 
-    _stream: object
-    _remaining: int
-    _deadline: BodyDeadline
-    _port: int
+    def __init__(self, receiver, stream, length, port, began):
+        self._receiver = receiver
+        self._stream = stream
+        self._length = length
+        self._port = port
+        self._began = began
+        self._body = None
+        self._refusal = None
+
+    def _received(self):
+        if self._refusal is not None:
+            raise self._refusal
+        if self._body is None:
+            try:
+                data = self._receiver.receive(self._stream, self._length, self._port, self._began)
+            except HTTPException as refusal:
+                self._refusal = refusal
+                raise
+            self._body = io.BytesIO(data)
+        return self._body
 
     def read(self, size=-1):
-        if self._remaining <= 0:
-            return b""
-        want = self._remaining if size is None or size < 0 else min(size, self._remaining)
-        if want == 0:
-            return b""
-        key, began = self._deadline.begin(self._port)
-        try:
-            data = self._stream.read(want)
-        finally:
-            self._deadline.end(key)
-        if len(data) < want:
-            if time.monotonic() - began >= self._deadline.timeout:
-                raise RequestTimeout(description=stalled_message(self._deadline.timeout))
-            raise BadRequest(description=TRUNCATED)
-        self._remaining -= len(data)
-        return data
+        return self._received().read(size)
 
     def readline(self, size=-1):
-        # Form and JSON parsing read in blocks; a line reader is here for completeness, and
-        # reads one byte at a time so that it never reads past a line.
-        line = bytearray()
-        while (size is None or size < 0 or len(line) < size) and (byte := self.read(1)):
-            line += byte
-            if byte == b"\n":
-                break
-        return bytes(line)
+        return self._received().readline(size)
+
+    def readlines(self, hint=-1):
+        return self._received().readlines(hint)
 
     def __iter__(self):
-        while line := self.readline():
-            yield line
-
-    def close(self):
-        close = getattr(self._stream, "close", None)
-        if close is not None:
-            close()
+        return iter(self._received())
 
 
-def silent_connections(port, idle_ms):
-    """This process's established TCP connections on ``port`` (the server's side) that have
-    received no data for at least ``idle_ms``, as (file descriptor, inode) pairs."""
+def overdue_connections(port, limit_ms, head_ms):
+    """This process's established TCP connections on ``port`` (the server's side) in the
+    middle of a request that must end, as (file descriptor, inode) pairs: those that have
+    received nothing for ``limit_ms``, and those still receiving more than ``limit_ms`` plus
+    ``head_ms`` after they last sent anything. Idle connections between requests (nothing
+    received since the last answer) are neither."""
     inodes = {}
     for name in os.listdir("/proc/self/fd"):
         try:
@@ -194,7 +285,12 @@ def silent_connections(port, idle_ms):
                     if fd is None:
                         continue
                     connection = (fd, int(fields[9]))
-                    if last_data_received_ms(connection) >= idle_ms:
+                    sent, received = last_data_ms(connection)
+                    # Received before it last sent: idle between requests. (A request that came
+                    # in the same clock tick as the connection or its last answer reads equal.)
+                    if received > sent:
+                        continue
+                    if received >= limit_ms or sent - received > limit_ms + head_ms:
                         found.append(connection)
         except OSError:
             continue
@@ -215,19 +311,21 @@ def _socket(connection):
     return socket.socket(fileno=duplicate)
 
 
-def last_data_received_ms(connection):
-    """Milliseconds since the connection last received data; 0 when that cannot be read."""
+def last_data_ms(connection):
+    """Milliseconds since the connection last sent data and since it last received data (a new
+    connection counts as having sent when it opened); (0, 0) when that cannot be read."""
     sock = _socket(connection)
     if sock is None:
-        return 0
+        return 0, 0
     with sock:
         try:
             info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO.size)
         except OSError:
-            return 0
+            return 0, 0
     if len(info) < _TCP_INFO.size:
-        return 0
-    return _TCP_INFO.unpack(info)[_TCP_INFO_LAST_DATA_RECV]
+        return 0, 0
+    fields = _TCP_INFO.unpack(info)
+    return fields[_TCP_INFO_LAST_DATA_SENT], fields[_TCP_INFO_LAST_DATA_RECV]
 
 
 def shut_reading_side(connection):

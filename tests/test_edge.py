@@ -6,13 +6,15 @@ The same layer runs under the real server; tests/test_web_process.py sends the r
 import io
 import logging
 import sqlite3
+import threading
 import time
 from contextlib import closing
 
 import pytest
+from werkzeug.exceptions import HTTPException
 from werkzeug.test import EnvironBuilder
 
-from api import edge, request_bodies, security
+from api import edge, request_bodies, security, server
 
 ENVELOPE = {"type", "content"}
 
@@ -95,7 +97,7 @@ def test_a_body_is_read_up_to_its_content_length_and_no_further(client):
 
 
 class StalledInput:
-    """A body that never comes: every read blocks until the watchdog would end it."""
+    """A body that never comes: a read blocks until the watchdog would end it, then ends."""
 
     def __init__(self, seconds):
         self.seconds = seconds
@@ -105,32 +107,103 @@ class StalledInput:
         return b""
 
 
-def test_a_read_that_outlasts_the_deadline_is_a_408(make_app, hits):
-    app = make_app(REQUEST_BODY_TIMEOUT=0.2)
-    before = hits("errors")
-    response = app.test_client().post(
+class DrippingInput:
+    """A body that drips: each read waits ``seconds``, then brings one byte."""
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def read(self, _size=-1):
+        time.sleep(self.seconds)
+        return b"x"
+
+
+def post_body(app, body, length=10):
+    return app.test_client().post(
         "/api",
         input_stream=io.BytesIO(),
         content_type="application/x-www-form-urlencoded",
-        environ_overrides={"CONTENT_LENGTH": "10", "wsgi.input": StalledInput(0.3)},
+        environ_overrides={"CONTENT_LENGTH": str(length), "wsgi.input": body},
     )
+
+
+def test_a_body_not_whole_by_the_deadline_is_a_408(make_app, hits):
+    app = make_app(REQUEST_BODY_TIMEOUT=0.3)
+    before = hits("errors")
+    began = time.monotonic()
+    response = post_body(app, DrippingInput(0.05), length=1000)
     assert response.status_code == 408
-    assert response.get_json()["content"] == request_bodies.stalled_message(0.2)
+    assert response.get_json()["content"] == request_bodies.late_message(0.3)
+    assert 0.3 <= time.monotonic() - began < 1
     assert hits("errors") == before + 1
 
 
-def test_bodies_waiting_beyond_the_slots_are_turned_away_at_once():
-    deadline = request_bodies.BodyDeadline(timeout=10, slots=2)
-    first, _ = deadline.begin(port=0)
-    second, _ = deadline.begin(port=0)
-    with pytest.raises(Exception) as refused:
-        deadline.begin(port=0)
+def test_a_whole_body_read_after_the_deadline_is_still_served():
+    """The deadline counts from the request, but a body that is already whole gets its grace:
+    it is not refused for the time the app took before it read."""
+    receiver = request_bodies.BodyReceiver(timeout=1, slots=1, readers=1, max_length=100)
+    long_ago = time.monotonic() - 60
+    assert receiver.receive(io.BytesIO(b"data=pizza"), 10, 0, long_ago) == b"data=pizza"
+
+
+def test_a_stalled_body_cut_off_at_the_deadline_is_a_408(make_app):
+    response = post_body(make_app(REQUEST_BODY_TIMEOUT=0.3), StalledInput(0.5))
+    assert response.status_code == 408
+
+
+def test_with_one_thread_a_slow_body_is_turned_away_after_its_grace(make_app, hits):
+    """One thread has no slot to lend: the slow body is refused, the complete one is not."""
+    app = make_app(WEB_THREADS=1)
+    before = hits("errors")
+    began = time.monotonic()
+    response = post_body(app, DrippingInput(0.2))
+    assert time.monotonic() - began < 1
+    assert response.status_code == 503
+    assert response.get_json()["content"] == request_bodies.TOO_MANY_SLOW_BODIES
+    assert response.headers["Retry-After"] == str(request_bodies.RETRY_AFTER_SECONDS)
+    assert hits("errors") == before + 1
+    whole = app.test_client().post("/api", data={"data": "pizza"})
+    assert whole.get_json()["type"] == "Pizza"
+
+
+def test_a_view_that_never_reads_its_body_does_not_wait_for_it(make_app):
+    began = time.monotonic()
+    response = (
+        make_app()
+        .test_client()
+        .get(
+            "/api/pizza",
+            environ_overrides={"CONTENT_LENGTH": "10", "wsgi.input": StalledInput(5)},
+        )
+    )
+    assert response.status_code == 200
+    assert time.monotonic() - began < 1
+
+
+@pytest.mark.parametrize(("threads", "slots", "readers"), [(1, 0, 1), (2, 1, 1), (4, 2, 3)])
+def test_half_the_threads_wait_on_slow_bodies_and_one_more_reads(make_app, threads, slots, readers):
+    receiver = make_app(WEB_THREADS=threads).wsgi_app.bodies
+    assert (receiver.slots, request_bodies.readers_for(threads)) == (slots, readers)
+
+
+def test_when_every_reader_is_busy_a_body_is_turned_away():
+    receiver = request_bodies.BodyReceiver(timeout=1, slots=1, readers=1, max_length=100)
+    waiting = threading.Thread(
+        target=receiver.receive, args=(DrippingInput(0.05), 10, 0, time.monotonic())
+    )
+    waiting.start()
+    time.sleep(0.1)
+    with pytest.raises(HTTPException) as refused:
+        receiver.receive(io.BytesIO(b"data=pizza"), 10, 0, time.monotonic())
+    waiting.join()
     assert refused.value.code == 503
     assert refused.value.description == request_bodies.TOO_MANY_SLOW_BODIES
-    deadline.end(first)
-    third, _ = deadline.begin(port=0)
-    deadline.end(second)
-    deadline.end(third)
+    # The reader is free again once the slow body is in.
+    assert receiver.receive(io.BytesIO(b"data=pizza"), 10, 0, time.monotonic()) == b"data=pizza"
+
+
+def test_the_watchdog_allows_a_head_as_long_as_the_server_does():
+    assert server.HEADER_READ_TIMEOUT_MS <= request_bodies.HEAD_SECONDS * 1000
 
 
 def escape_from_the_app(app, where):

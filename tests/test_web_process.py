@@ -5,6 +5,7 @@ what it refuses before the app, how it treats bodies, slow clients, crashes, shu
 start-up refusals, and what it will not take from its own environment.
 """
 
+import http.client
 import json
 import os
 import signal
@@ -233,6 +234,12 @@ def test_request_shaped_environment_variables_are_not_request_input(served, tmp_
 # Slow clients: they hold connections, never the threads that serve everyone else.
 
 
+JSON = b"Content-Type: application/json\r\n"
+COMPLETE_POST = (
+    b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 13\r\n" + JSON + b'\r\n{"data": "1"}'
+)
+
+
 def slow_head(port, stop):
     """Send a request head a byte a second; start over whenever the server hangs up."""
     head = b"GET /api/pizza HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"s" * 64
@@ -261,6 +268,170 @@ def stalled_body(port, results):
     results.append((status_of(answer), time.monotonic() - began))
 
 
+def drip_body(port, stop, results, interval=1.0):
+    """Declare 1,000 bytes of body and send one byte every ``interval`` seconds until stopped,
+    whatever the server answers meanwhile; keep (its answer, seconds until it came)."""
+    began = time.monotonic()
+    answer, took = b"", None
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=interval) as conn:
+            conn.sendall(
+                b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n" + FORM + b"\r\nd"
+            )
+            while not stop.is_set():
+                try:
+                    chunk = conn.recv(65536)
+                except TimeoutError:
+                    chunk = None
+                if chunk == b"":
+                    break
+                if chunk and not answer:
+                    took = time.monotonic() - began
+                answer += chunk or b""
+                conn.sendall(b"a")
+    except OSError:
+        pass
+    results.append((answer, took))
+
+
+def post_complete_bodies(port, seconds, statuses):
+    """POST a whole JSON body on one keep-alive connection again and again for ``seconds``,
+    keeping every status (None for a request that got no answer)."""
+    deadline = time.monotonic() + seconds
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        while time.monotonic() < deadline:
+            try:
+                conn.request("POST", "/api", b'{"data": "1"}', {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                statuses.append(response.status)
+            except (OSError, http.client.HTTPException):
+                statuses.append(None)
+                conn.close()
+    finally:
+        conn.close()
+
+
+def run_all(threads):
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def join_all(threads, timeout=30):
+    for thread in threads:
+        thread.join(timeout=timeout)
+
+
+def test_concurrent_complete_posts_are_never_turned_away(served):
+    """A body that came with its request takes no slot, however many arrive at once."""
+    server = served(WEB_CONCURRENCY=1)
+    statuses = []
+    join_all(
+        run_all(
+            [
+                threading.Thread(target=post_complete_bodies, args=(server.port, 2, statuses))
+                for _ in range(24)
+            ]
+        )
+    )
+    assert len(statuses) > 100
+    assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+
+
+def test_bodies_dripping_in_the_slots_never_turn_away_complete_posts(served):
+    """Two dripping bodies wait in the two slots of a four-thread worker and a third is turned
+    away at its next byte; complete POSTs from another client are all served meanwhile."""
+    server = served(WEB_CONCURRENCY=1, WEB_THREADS=4, REQUEST_BODY_TIMEOUT=30)
+    stop, held, refused, statuses = threading.Event(), [], [], []
+    drippers = run_all(
+        [threading.Thread(target=drip_body, args=(server.port, stop, held)) for _ in range(2)]
+    )
+    try:
+        time.sleep(1)
+        drippers += run_all([threading.Thread(target=drip_body, args=(server.port, stop, refused))])
+        servers.wait_until(lambda: refused, 5)
+        post_complete_bodies(server.port, 2, statuses)
+        # The two in the slots are still dripping, unanswered.
+        assert held == []
+    finally:
+        stop.set()
+        join_all(drippers)
+    assert len(statuses) > 20
+    assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+    ((answer, took),) = refused
+    assert status_of(answer) == 503
+    assert servers.parse_answer(answer)[1]["retry-after"] == str(request_bodies.RETRY_AFTER_SECONDS)
+    assert json_of(answer)["content"] == request_bodies.TOO_MANY_SLOW_BODIES
+    # Turned away at its first byte after the grace, a drip interval (1 s) later.
+    assert took < 1 + 2
+    assert [answer for answer, _ in held] == [b"", b""]
+
+
+def test_one_thread_is_never_held_by_a_dripping_body(served):
+    """With one thread there are no slots: a dripping body is turned away after its grace,
+    and the thread serves the next request."""
+    server = served(WEB_CONCURRENCY=1, WEB_THREADS=1)
+    stop, drips = threading.Event(), []
+    dripper = run_all([threading.Thread(target=drip_body, args=(server.port, stop, drips))])
+    try:
+        time.sleep(0.5)
+        for path in ("/healthz", "/api?data=1"):
+            began = time.monotonic()
+            assert servers.fetch(server.url + path, timeout=5).status == 200
+            assert time.monotonic() - began < 1.5
+    finally:
+        stop.set()
+        join_all(dripper)
+    ((answer, _),) = drips
+    assert status_of(answer) == 503
+
+
+def test_a_body_still_dripping_at_the_deadline_is_a_counted_408(served):
+    """REQUEST_BODY_TIMEOUT bounds the whole body, not the silence between its bytes."""
+    server = served(WEB_CONCURRENCY=1, REQUEST_BODY_TIMEOUT=2)
+    before = server.counts()
+    stop, drips = threading.Event(), []
+    dripper = run_all([threading.Thread(target=drip_body, args=(server.port, stop, drips, 0.5))])
+    try:
+        servers.wait_until(lambda: server.counts().get("errors", 0) > before.get("errors", 0), 8)
+    finally:
+        stop.set()
+        join_all(dripper)
+    ((answer, took),) = drips
+    assert status_of(answer) == 408
+    assert json_of(answer)["content"] == request_bodies.late_message(2)
+    assert 2 <= took < 2 + 3
+    after = server.counts()
+    assert after["hits"] == before.get("hits", 0) + 1
+    assert after["errors"] == before.get("errors", 0) + 1
+
+
+def test_a_body_that_turns_slow_midway_is_cut_off_past_its_deadline(served):
+    """Most of a body at once, then a drip: the read waiting on the rest is ended once the
+    connection has been receiving for longer than the deadline and a head's allowance."""
+    server = served(WEB_CONCURRENCY=1, REQUEST_BODY_TIMEOUT=2)
+    began = time.monotonic()
+    answer = b""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=0.5) as conn:
+        conn.sendall(
+            b"POST /api HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+            + FORM
+            + b"\r\n"
+            + b"d" * 600
+        )
+        while not answer and time.monotonic() - began < 14:
+            try:
+                answer = conn.recv(65536)
+            except TimeoutError:
+                conn.sendall(b"a")
+    took = time.monotonic() - began
+    assert status_of(answer) == 408
+    assert json_of(answer)["content"] == request_bodies.late_message(2)
+    assert 2 + request_bodies.HEAD_SECONDS <= took < 2 + request_bodies.HEAD_SECONDS + 3
+
+
 def test_slow_clients_never_hold_up_ordinary_requests(served):
     server = served(REQUEST_BODY_TIMEOUT=5)
     stop = threading.Event()
@@ -269,6 +440,7 @@ def test_slow_clients_never_hold_up_ordinary_requests(served):
     for thread in heads:
         thread.start()
     time.sleep(1)
+    stalls_began = time.monotonic()
     for _ in range(16):
         thread = threading.Thread(target=stalled_body, args=(server.port, body_results))
         thread.start()
@@ -280,18 +452,24 @@ def test_slow_clients_never_hold_up_ordinary_requests(served):
         while time.monotonic() < deadline:
             began = time.monotonic()
             answer = servers.fetch(server.url + "/api/pizza", timeout=5)
-            took = time.monotonic() - began
-            assert answer.status == 200, f"an ordinary request got {answer.status}"
-            slowest = max(slowest, took)
+            assert answer.status == 200, f"an ordinary GET got {answer.status}"
+            posted = servers.parse_answer(servers.exchange(server.port, COMPLETE_POST, timeout=5))
+            # A POST needs a reader: while stalled bodies hold every one (until their deadline,
+            # 5 s, and the watchdog's look), it is turned away at once, with Retry-After.
+            if posted[0] == 503 and time.monotonic() - stalls_began < 5 + 2:
+                assert posted[1]["retry-after"] == str(request_bodies.RETRY_AFTER_SECONDS)
+            else:
+                assert posted[0] == 200, f"an ordinary POST got {posted[0]}"
+            slowest = max(slowest, time.monotonic() - began)
             time.sleep(0.2)
     finally:
         stop.set()
         for thread in heads + bodies:
             thread.join(timeout=30)
 
-    assert slowest < 1.0, f"an ordinary request took {slowest:.2f} s"
-    # Every stalled body was cut off with a clear answer: refused at once for want of a slot,
-    # or answered 408 once nothing had arrived for REQUEST_BODY_TIMEOUT.
+    assert slowest < 1.0, f"an ordinary GET and POST took {slowest:.2f} s"
+    # Every stalled body was cut off with a clear answer: refused at once for want of a
+    # reader, or answered 408 once REQUEST_BODY_TIMEOUT had passed.
     assert len(body_results) == 16
     for status, took in body_results:
         assert status in (408, 503), body_results

@@ -95,7 +95,7 @@ def shared_error_messages(config):
     """The messages the app's own limits answer with, for the shared error responses."""
     return {
         400: list(SHARED_400),
-        408: [request_bodies.stalled_message(config["REQUEST_BODY_TIMEOUT"])],
+        408: [request_bodies.late_message(config["REQUEST_BODY_TIMEOUT"])],
         411: [security.CHUNKED_REFUSED],
         413: [security.body_too_large(config["MAX_CONTENT_LENGTH"])],
         429: [rate_limits.TOO_MANY_REQUESTS, rate_limits.TOO_MANY_FAILED_TOKENS],
