@@ -2,11 +2,11 @@
 
 A request meets the parts in this order, from the socket to the access log line:
 
-1. **granian** (``api/server.py``) parses HTTP; what is not HTTP, or a head over its limits,
+1. **granian** (``api/web/server.py``) parses HTTP; what is not HTTP, or a head over its limits,
    it answers itself, and the app never sees it.
-2. **The edge** (``api/edge.py``): a request line over 4 KiB (414) or a header over 8 KiB
+2. **The edge** (``api/web/edge.py``): a request line over 4 KiB (414) or a header over 8 KiB
    (431) is answered in the envelope, uncounted; a body gets a ``wsgi.input`` that receives it
-   whole when the view first reads it (``api/request_bodies.py``). A body that is slow with no
+   whole when the view first reads it (``api/web/request_bodies.py``). A body that is slow with no
    slot free (503), late (408) or cut off (400) is raised there, in the view, and answered and
    counted like any of its errors.
 3. **ProxyFix** (``api/security.py``): the client's address and scheme, from the proxies
@@ -28,7 +28,7 @@ A request meets the parts in this order, from the socket to the access log line:
    (``api/security.py``), the RateLimit headers, and last ``count_outcome``, which sees
    the final status: the error of a counted request that failed, or the hit and the error of
    one refused before ``count_hit``, in one write.
-8. **The edge** again: the access log line (``api/access_log.py``); and should an exception
+8. **The edge** again: the access log line (``api/web/access_log.py``); and should an exception
    escape all of the above, a 500 in the envelope, counted, with one line in the app log.
 """
 
@@ -37,10 +37,8 @@ import os
 from flask_migrate import Migrate
 
 from . import (
-    access_log,
     cli,
     counting,
-    edge,
     errors,
     openapi,
     pages,
@@ -50,8 +48,10 @@ from . import (
     security,
     speedups,
     storage,
+    web,
 )
 from .config import Config
+from .web.access_log import SafeMessageFilter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -92,7 +92,7 @@ def create_app(test_config=None):
     app.logger.setLevel(app.config["LOG_LEVEL"])
     # Whatever the app logs, a token that found its way into a message is masked, and text a
     # request carried into it is escaped: one message, one line.
-    app.logger.addFilter(access_log.SafeMessageFilter(app.config["TOKEN_PREFIX"]))
+    app.logger.addFilter(SafeMessageFilter(app.config["TOKEN_PREFIX"]))
 
     # Errors first, so that every later part's failures come out in one shape.
     errors.init_app(app)
@@ -113,5 +113,5 @@ def create_app(test_config=None):
     # `flask token ...`.
     cli.init_app(app)
     # Outermost, around ProxyFix and Flask: head limits, request bodies, the access log.
-    edge.init_app(app)
+    web.init_app(app)
     return app

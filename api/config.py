@@ -9,7 +9,7 @@ class StartupRefused(SystemExit):
     """The service cannot run as configured: the process prints one line and exits.
 
     A SystemExit, so that the message is the process's only output whether the web process
-    (``api/server.py``, before it listens) or the release phase's ``flask db upgrade`` was
+    (``api/web/server.py``, before it listens) or the release phase's ``flask db upgrade`` was
     building the app; the flask CLI would print a traceback around any other exception. Its
     status, 3, is what a process manager reads as "failed to boot", not worth a restart.
     """
@@ -134,7 +134,7 @@ class Config:
         self.PUBLIC_URL = os.environ.get("PUBLIC_URL", "").strip().rstrip("/")
 
     def _web_process(self):
-        # The web process (api/server.py). Platforms hand each dyno its port in PORT and size
+        # The web process (api/web/server.py). Platforms hand each dyno its port in PORT and size
         # the process count with WEB_CONCURRENCY; HOST is 0.0.0.0 there, 127.0.0.1 in `make run`.
         self.HOST = os.environ.get("HOST", "0.0.0.0")  # noqa: S104 - a dyno must listen on all
         self.PORT = env_number("PORT", 8000)
@@ -146,7 +146,7 @@ class Config:
         # heads still arriving included (each for 5 s at most); more wait in the kernel's
         # listen queue until one closes. The file-descriptor limit is raised to fit.
         self.WEB_MAX_CONNECTIONS = env_number("WEB_MAX_CONNECTIONS", 2048)
-        # One line per answered request on standard output (api/access_log.py).
+        # One line per answered request on standard output (api/web/access_log.py).
         self.ACCESS_LOG = env_flag("ACCESS_LOG", True)
         # On SIGTERM, seconds that requests in flight get before their worker is killed: inside
         # the 30 s a platform allows between SIGTERM and SIGKILL.

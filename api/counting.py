@@ -18,7 +18,7 @@ from . import policy, storage
 UNCOUNTED_METHODS = frozenset({"HEAD", "OPTIONS"})
 
 # What the hooks have counted for a request, kept in its WSGI environ, which outlives the
-# request context: the edge's last resort (api/edge.py) reads it to count what they could not.
+# request context: the edge's last resort (api/web/edge.py) reads it to count what they could not.
 # FAILED marks a request whose count failed (the database away): it is not tried again for
 # the 503 that failure is answered with.
 COUNTED = "api.counted"

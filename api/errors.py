@@ -2,8 +2,8 @@
 
 Flask-RESTful replaces the app's exception handlers for its own routes, Flask-HTTPAuth has an
 error callback of its own, Werkzeug routing and Flask-Limiter raise before any view runs, and
-the edge (api/edge.py) refuses oversized request heads before Flask sees them. All of them end in
-:func:`error_document`, so a client sees one shape for every error.
+the edge (api/web/edge.py) refuses oversized request heads before Flask sees them. All of them
+end in :func:`error_document`, so a client sees one shape for every error.
 """
 
 import json
@@ -36,7 +36,7 @@ class Status:
 
 
 # Every status the service answers with an error. Adding one here is all it takes for the
-# app, the spec and the docs; 414 and 431 come from api/edge.py, before Flask.
+# app, the spec and the docs; 414 and 431 come from api/web/edge.py, before Flask.
 STATUSES = {
     400: Status(
         "Bad request",
@@ -51,8 +51,8 @@ STATUSES = {
     ),
     408: Status(
         "Request timeout",
-        "The request body did not arrive in time: all of it must arrive within "
-        "REQUEST_BODY_TIMEOUT seconds of the request (10 by default).",
+        "The whole request body did not arrive within REQUEST_BODY_TIMEOUT seconds (10 by "
+        "default).",
     ),
     411: Status(
         "Length required",
@@ -84,8 +84,8 @@ STATUSES = {
     ),
     503: Status(
         "Service unavailable",
-        "The database cannot be reached right now or did not answer in time, or too many "
-        "request bodies are arriving slowly; retry after Retry-After seconds.",
+        "The database did not answer in time, or too many request bodies are arriving "
+        "slowly; retry after Retry-After seconds.",
     ),
 }
 

@@ -109,7 +109,7 @@ def check_body():
     A chunked body is refused outright (RFC 9112 allows a server to ask for a length): granian
     hands the app a chunked body that the client cut off as if it were complete, so a
     truncated one could not be told from a whole one. With a Content-Length it can, and the
-    edge's reader does (api/request_bodies.py). The bodies this API takes are a few bytes.
+    edge's reader does (api/web/request_bodies.py). The bodies this API takes are a few bytes.
     """
     environ = request.environ
     # Most requests carry no body at all; they need none of the checks below.

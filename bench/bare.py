@@ -1,7 +1,7 @@
 """The floor: a bare Flask app with one JSON route, counting nothing and storing nothing.
 
 ``gunicorn bare:app`` (run from bench/) is the conventional floor; ``python -m bench.bare``
-serves it with granian exactly as the web process serves the service (``api/server.py``), the
+serves it with granian exactly as the web process serves the service (``api/web/server.py``), the
 floor that the server alone allows.
 """
 
@@ -18,8 +18,8 @@ def data():
 
 def serve():
     """granian with the web process's settings, from the same environment, serving this app."""
-    from api import server
     from api.config import Config
+    from api.web import server
 
     server.build_server(vars(Config())).serve(target_loader=lambda _target: app)
 

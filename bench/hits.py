@@ -15,8 +15,8 @@ Medians of the rounds go into the table, with the CPU time the server's processe
 PostgreSQL's when it runs on this machine, and wrk spent per response.
 """
 
-from api import server
 from api.resources import HEALTH_PATH
+from api.web import server
 from harness import servers
 
 from . import cost

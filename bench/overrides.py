@@ -32,10 +32,10 @@ from flask_restful.representations.json import output_json as restful_output_jso
 
 import api
 from api import auth, config, create_app, edge, policy, rate_limits, resources, security, storage
-from api.access_log import AccessLog
 from api.resources import base
 from api.storage import counter_writer as writers
 from api.token_hashing import hash_token
+from api.web.access_log import AccessLog
 
 from . import cost
 

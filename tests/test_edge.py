@@ -14,7 +14,8 @@ import pytest
 from werkzeug.exceptions import HTTPException
 from werkzeug.test import EnvironBuilder
 
-from api import edge, request_bodies, security, server
+from api import security
+from api.web import edge, request_bodies, server
 
 ENVELOPE = {"type", "content"}
 

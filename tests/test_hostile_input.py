@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api import catalogue, edge, security
+from api import catalogue, security
+from api.web import edge
 
 from . import servers
 

@@ -9,9 +9,10 @@ import schemathesis
 from flask_restful import Resource
 from hypothesis import HealthCheck, settings
 
-from api import auth, catalogue, create_app, edge, errors, openapi, security
+from api import auth, catalogue, create_app, errors, openapi, security
 from api.pages import example_requests, reference
 from api.resources import data
+from api.web import edge
 
 # Routes for people or files, which the API spec leaves out on purpose.
 NOT_IN_SPEC = {"/", "/docs", "/stats", "/static/<path:filename>"}

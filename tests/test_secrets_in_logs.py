@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from api import access_log
+from api.web import access_log
 
 from . import servers
 

@@ -50,7 +50,7 @@ def test_concurrent_hits_are_exact_unique_and_survive_sigkill(start_server, sqli
 
 
 def test_procfile_runs_release_then_the_web_process():
-    assert servers.procfile_command("web") == ["python", "-m", "api.server"]
+    assert servers.procfile_command("web") == ["python", "-m", "api.web"]
     assert servers.procfile_command("release") == ["flask", "--app", "api", "db", "upgrade"]
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from api import request_bodies, security
+from api import security
+from api.web import request_bodies
 
 from . import servers
 

@@ -14,7 +14,7 @@ from apispec import APISpec
 from flask import current_app
 from flask.views import MethodView
 
-from .. import auth
+from .. import auth, security
 from . import components
 from .components import (
     BEARER_SCHEME,
@@ -116,9 +116,10 @@ def operation_spec(view_class, method, endpoint, allow_query_token, shared):
     if route.reads_token:
         messages.setdefault(400, []).extend(token_errors(allow_query_token))
     if messages.get(400):
-        # The shared 400s are a refused Host and an unreadable forwarded header
-        # (EVERY_OPERATION); where an operation has 400s of its own, those join them.
-        messages[400].extend(components.SHARED_400)
+        # The shared 400 a client can cause is a refused Host (EVERY_OPERATION); where an
+        # operation has 400s of its own, that one joins them. (An unreadable forwarded header
+        # comes from the proxy in front, and the shared response alone names it.)
+        messages[400].append(security.HOST_REFUSED)
     responses = dict(declared["responses"])
     common = list(EVERY_OPERATION)
     if route.limited:

@@ -5,8 +5,9 @@ import re
 
 from werkzeug.http import HTTP_STATUS_CODES
 
-from .. import catalogue, edge, rate_limits, request_bodies, security
+from .. import catalogue, rate_limits, security
 from ..errors import PROBLEM_MIMETYPE, RETRY_AFTER_SECONDS, STATUSES
+from ..web import edge, request_bodies
 from .declare import envelope_schema, json_response
 
 BEARER_SCHEME = "bearerToken"
@@ -87,7 +88,7 @@ def _content_schema(value):
 
 
 # The 400s any request can meet: a Host the service refuses, and a forwarded header from a
-# trusted proxy that arrived unreadable (api/edge.py).
+# trusted proxy that arrived unreadable (api/web/edge.py).
 SHARED_400 = (security.HOST_REFUSED, edge.UNREADABLE_FORWARDED)
 
 

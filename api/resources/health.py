@@ -14,8 +14,8 @@ class Health(Resource):
 
     @openapi.operation(
         "Whether this server can count requests",
-        description="For load balancers and platform routers: ok when the database takes a "
-        "write now, as every counted request needs. Not counted as a hit.",
+        description="For load balancers and routers: ok when the database takes a write, as "
+        "counting needs. Not a hit.",
         responses={
             200: openapi.json_response(
                 "The database took a write.", "Health", {"ok": {"value": {"status": "ok"}}}

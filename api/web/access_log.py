@@ -5,7 +5,7 @@ Apache's default)::
 
     203.0.113.7 - - [01/Dec/2026:05:30:00 +0000] "GET /api?data=hits HTTP/1.1" 200 38 "-" "curl/8.5"
 
-Whatever the server, the line is the same, because the app writes it (``api/edge.py`` calls
+Whatever the server, the line is the same, because the app writes it (``api/web/edge.py`` calls
 :meth:`AccessLog.write` once the app has answered). Three rules hold for every line:
 
 - **No secret.** A ``token`` parameter's value in the request target or the Referer, and

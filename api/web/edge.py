@@ -10,10 +10,10 @@ It is plain WSGI, so it holds the same under granian, gunicorn or any other serv
 2. **Request bodies** the app may take get a ``wsgi.input`` that receives the whole body when
    the app first reads it: at once when it came with its request, in one of the slots for slow
    bodies when it is still arriving, within ``REQUEST_BODY_TIMEOUT`` in all
-   (``api/request_bodies.py``).
+   (``api/web/request_bodies.py``).
 3. **The app answers**; a small answer is collected into one bytes object, which granian sends
    in one piece instead of iterating.
-4. **The access log** gets its line (``api/access_log.py``), after the app, so that the
+4. **The access log** gets its line (``api/web/access_log.py``), after the app, so that the
    address it logs is the one ProxyFix trusted.
 
 Should anything escape the app (which turns every error into an answer of its own), the client
@@ -27,9 +27,10 @@ import traceback
 
 from werkzeug.http import HTTP_STATUS_CODES
 
-from . import counting, errors, request_bodies, security
+from .. import counting, errors, security
+from ..config import require
+from . import request_bodies
 from .access_log import AccessLog, request_target
-from .config import require
 
 # gunicorn's limits, which this service has always promised: a request line of 4094 bytes
 # (without its CRLF), 100 header fields, each line "Name: value" up to 8190 bytes.

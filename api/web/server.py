@@ -1,4 +1,4 @@
-"""The web process: ``python -m api.server``, the Procfile's web line.
+"""The web process: ``python -m api.web``, the Procfile's web line.
 
 It serves ``create_app()`` with granian, a native HTTP server whose workers run the WSGI app in
 a pool of Python threads, configured from the same environment as the app (``Config``):
@@ -8,7 +8,7 @@ a pool of Python threads, configured from the same environment as the app (``Con
   the pool instead.
 - ``HOST``:``PORT``, refused with one line if another process already listens there (granian
   binds with ``SO_REUSEPORT`` and would otherwise share the port in silence).
-- HTTP/1.1 only: the request head limits hold for it (api/edge.py), and a platform's router
+- HTTP/1.1 only: the request head limits hold for it (api/web/edge.py), and a platform's router
   speaks HTTP/1.1 to the dyno anyway.
 - A connection may sit idle, or send its request head, for 5 s at most; then it is closed.
   Slow heads never reach a Python thread. Each worker holds ``WEB_MAX_CONNECTIONS`` (2048)
@@ -36,13 +36,14 @@ from granian import Granian
 from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
 
-from . import access_log, create_app
-from .config import StartupRefused, require
+from .. import create_app
+from ..config import StartupRefused, require
+from . import access_log
 
 # Idle keep-alive connections, and request heads still arriving, are closed after this long.
 HEADER_READ_TIMEOUT_MS = 5000
 # A request head that outgrows this buffer is refused by granian itself, with an empty 431;
-# api/edge.py answers the tighter limits in the envelope first. granian checks between reads,
+# api/web/edge.py answers the tighter limits in the envelope first. granian checks between reads,
 # so a head sent in one burst can pass a little over it.
 HEAD_BUFFER_BYTES = 64 * 1024
 # The names a WSGI environ uses for the request itself (CGI's meta-variables, headers as
@@ -157,7 +158,7 @@ def build_server(config):
             keep_alive=True,
             max_buffer_size=HEAD_BUFFER_BYTES,
         ),
-        # The app writes the access log itself (api/access_log.py), under any server.
+        # The app writes the access log itself (api/web/access_log.py), under any server.
         log_access=False,
         respawn_failed_workers=True,
         workers_kill_timeout=config["GRACEFUL_TIMEOUT"],

@@ -76,7 +76,7 @@ GRACE = 0.1
 INSTANT = 0.01
 
 # The longest a connection may idle before a request and send its head: the server closes it
-# then (HEADER_READ_TIMEOUT_MS in api/server.py).
+# then (HEADER_READ_TIMEOUT_MS in server.py).
 HEAD_SECONDS = 5
 
 # How often the watchdog looks while a body is overdue.
