@@ -33,7 +33,7 @@ from flask_restful.representations.json import output_json as restful_output_jso
 import api
 from api import auth, config, create_app, edge, policy, rate_limits, resources, security, storage
 from api.resources import base
-from api.storage import counter_writer as writers
+from api.storage import postgresql_writer, sqlite_writer
 from api.token_hashing import hash_token
 from api.web.access_log import AccessLog
 
@@ -69,7 +69,7 @@ def cors_every_time(app, origins, shipped=security.cors_hook):
     return add_cors_headers
 
 
-class CoreSQLiteWriter(writers.SQLiteWriter):
+class CoreSQLiteWriter(sqlite_writer.SQLiteWriter):
     # The same statements through Core, one engine.begin() per batch, in the same turn.
     def _commit(self, amounts, params):
         fcntl.flock(self._turns_fd, fcntl.LOCK_EX)
@@ -78,19 +78,19 @@ class CoreSQLiteWriter(writers.SQLiteWriter):
                 totals = {}
                 for name, amount in amounts.items():
                     values = {**params, "name": name, "amount": amount}
-                    connection.execute(writers.BUMP_HOUR, values)
-                    total = connection.execute(writers.BUMP_TOTAL_RETURNING_SUM, values)
+                    connection.execute(sqlite_writer.BUMP_HOUR, values)
+                    total = connection.execute(sqlite_writer.BUMP_TOTAL_RETURNING_SUM, values)
                     totals[name] = total.scalar_one()
                 return totals
         finally:
             fcntl.flock(self._turns_fd, fcntl.LOCK_UN)
 
 
-class CorePostgreSQLWriter(writers.PostgreSQLWriter):
+class CorePostgreSQLWriter(postgresql_writer.PostgreSQLWriter):
     def _commit(self, amounts, params):
         params["names"], params["amounts"] = list(amounts), list(amounts.values())
         with self.engine.begin() as connection:
-            return dict(connection.execute(writers.INCREMENT_BATCH, params).all())
+            return dict(connection.execute(postgresql_writer.INCREMENT_BATCH, params).all())
 
 
 CORE = {"sqlite": CoreSQLiteWriter, "postgresql": CorePostgreSQLWriter}

@@ -18,7 +18,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from api import storage
-from api.storage import counter_writer
+from api.storage import sqlite_writer
 from harness import servers
 
 from .processes import Counters, launch, open_database, release, stop
@@ -53,7 +53,7 @@ SEEDED = {"hits": 40, "errors": 4}
 # The writer's own statements, so that seeded hours are bound and stored exactly as it stores
 # them: on SQLite the driver writes a datetime as text, without the microseconds SQLAlchemy's
 # DateTime type would add, and a seeded hour must be the row the writer's next hit bumps.
-BUMP_TOTAL = sa.text(counter_writer.BUMP_TOTAL_SQL)
+BUMP_TOTAL = sa.text(sqlite_writer.BUMP_TOTAL_SQL)
 
 
 def pages_phase(wrk, tmp, kind, sizing, databases, started):
@@ -139,7 +139,7 @@ def seed_history(url, days, slots):
     engine = sa.create_engine(url)
     try:
         with engine.begin() as conn:
-            conn.execute(counter_writer.BUMP_HOUR, hour_rows)
+            conn.execute(sqlite_writer.BUMP_HOUR, hour_rows)
             conn.execute(BUMP_TOTAL, total_rows)
     finally:
         engine.dispose()

@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from api import create_app, storage
 from api.config import InvalidSetting
 from api.pages import traffic
-from api.storage import counter_writer, retention
+from api.storage import postgresql_writer, retention
+from api.storage import writer as writers
 
 from . import servers
 from .conftest import mint
@@ -201,7 +202,7 @@ def test_a_batch_that_waits_into_the_next_hour_is_stamped_with_it(app, monkeypat
 def test_postgresql_writer_statements_end_before_their_hour_is_final(pg_url):
     """Whatever DB_STATEMENT_TIMEOUT_MS says, even 0 (no limit), a batch cannot outlive its
     hour by as long as readers wait before they take it as final."""
-    assert counter_writer.WRITE_DEADLINE < storage.SEALED_AFTER
+    assert writers.WRITE_DEADLINE < storage.SEALED_AFTER
     for configured, expected in ((0, "10s"), (5000, "5s"), (600_000, "10s")):
         app = create_app({"SQLALCHEMY_DATABASE_URI": pg_url, "DB_STATEMENT_TIMEOUT_MS": configured})
         increment(app)
@@ -436,7 +437,8 @@ def late_hit(app):
     the wait stays inside; the wait is a lock on counter_hours, which holds the batch's inserts
     and no read. Yields a future of the hit's answer, released on leaving the block."""
     url = app.config["SQLALCHEMY_DATABASE_URI"]
-    deadline, counter_writer.WRITE_DEADLINE = counter_writer.WRITE_DEADLINE, timedelta(seconds=0.2)
+    late = timedelta(seconds=0.2)
+    deadline, postgresql_writer.WRITE_DEADLINE = postgresql_writer.WRITE_DEADLINE, late
     try:
         with admin(url) as holder, ThreadPoolExecutor(1) as pool:
             holder.execute("LOCK TABLE counter_hours IN SHARE MODE")
@@ -454,7 +456,7 @@ def late_hit(app):
                 holder.rollback()
             answer.result(timeout=10)
     finally:
-        counter_writer.WRITE_DEADLINE = deadline
+        postgresql_writer.WRITE_DEADLINE = deadline
 
 
 def stored(app):

@@ -1,10 +1,11 @@
 """SQLAlchemy: statements run on the driver's own connection, for the counter writer.
 
-The counter writer (``api/storage/counter_writer.py``) runs on every counted request, and
-there SQLAlchemy's per-statement work cost more than the statements (156 µs a request on
-SQLite, 343 on PostgreSQL, against Core's ``connection.execute``). So it compiles its SQL once
-and runs it on the DBAPI connection, and these two helpers reach into SQLAlchemy 2.1.9 where
-its public API stops: ``SQLCompiler.positiontup`` and ``DBAPIError.instance``.
+The counter writers (``api/storage/sqlite_writer.py``, ``postgresql_writer.py``) run on every
+counted request, and there SQLAlchemy's per-statement work cost more than the statements (156
+µs a request on SQLite, 343 on PostgreSQL, against Core's ``connection.execute``). So they
+compile their SQL once and run it on the DBAPI connection, and these two helpers reach into
+SQLAlchemy 2.1.9 where its public API stops: ``SQLCompiler.positiontup`` and
+``DBAPIError.instance``.
 """
 
 import operator

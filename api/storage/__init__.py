@@ -7,8 +7,9 @@ build SQL themselves, so that each query can be read, tuned and tested in one pl
 - ``engine.py``: the engine, what each connection is told, the migration lock;
 - ``deadlines.py``: the watchdog that cuts a request's use of a connection the server no
   longer answers;
-- ``counter_writer.py``: every hit's increment, one path for SQLite and one for PostgreSQL, and
-  the health check, which commits a batch that adds nothing;
+- ``counter_writer.py``: every hit's increment, and the health check, which commits a batch
+  that adds nothing; the writers behind it, ``writer.py`` (what both share),
+  ``sqlite_writer.py`` and ``postgresql_writer.py``;
 - ``counter_reads.py``: totals, and the per-hour and per-day series from every stored row;
 - ``series.py``: the same series with completed hours read once per process, for the pages;
 - ``retention.py``: how long hourly rows are kept, and their daily pruning;

@@ -11,7 +11,7 @@ system clock changes nothing. SQLite is a file on this machine: its processes sh
 and no offset is measured.
 
 Tests move ``utcnow``, the clock hours are stamped and read by. ``seconds`` is the real time that
-deadlines are counted in (counter_writer.py), and moves with nothing.
+deadlines are counted in (postgresql_writer.py), and moves with nothing.
 """
 
 import time

@@ -2,7 +2,7 @@
 
 The totals live in ``counters`` and are never touched; only the hourly history behind the
 charts is bounded. Each process of the web server prunes once when it starts counting and
-then once a UTC day, on a thread of its own (counter_writer.py starts it), so that no request
+then once a UTC day, on a thread of its own (writer.py starts it), so that no request
 waits and no cron is needed. Several processes and dynos may prune at once: on PostgreSQL one
 holds an advisory lock for the whole prune and the others skip; on SQLite their deletes take
 turns on the write lock and find nothing left to do. Rows go one day per transaction, so that

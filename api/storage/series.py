@@ -18,7 +18,7 @@ from .tables import counter_hours, counters
 
 # How long after its end an hour is final. Writers and readers all go by the database's clock
 # (clock.py), and a PostgreSQL batch writes nothing when it reaches the server more than
-# WRITE_DEADLINE after its stamp, and is cut WRITE_DEADLINE after it began (counter_writer.py),
+# WRITE_DEADLINE after its stamp, and is cut WRITE_DEADLINE after it began (writer.py),
 # so every increment of an hour has committed 20 s after it ends; the rest is room for each
 # process's measurement of that clock, whose error is half a round trip. For this minute of
 # every hour a view reads the totals and the current hour's rows (see SeriesCache._live).
