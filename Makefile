@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PORT
 
-.PHONY: run test lint format bench clean
+.PHONY: run test test-latest lint format bench clean
 
 # The app's dependencies; reinstalled whenever requirements.txt changes. A venv that lacks
 # pip (left by a failed `python3 -m venv`, say on Debian without python3-venv) is made again.
@@ -47,6 +47,21 @@ tools/node_modules/.installed: tools/package.json tools/package-lock.json
 test: $(VENV)/.dev-installed tools/node_modules/.installed lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The upgrade canary: the whole suite in a venv of its own, .venv-latest, with the newest
+# release of every runtime dependency (requirements.txt without its pins) and the pinned test
+# tools. tests/test_speedups.py then names each override in api/speedups/ to review.
+LATEST := .venv-latest
+test-latest: tools/node_modules/.installed
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
+	sed -n 's/^\([A-Za-z0-9_.-]*\(\[[a-z,]*\]\)\{0,1\}\)==.*/\1/p' requirements.txt > $(LATEST)/latest.txt
+	$(LATEST)/bin/python -m pip install --quiet --upgrade -r $(LATEST)/latest.txt
+	grep -v '^-r ' requirements-dev.txt > $(LATEST)/tools.txt
+	$(LATEST)/bin/python -m pip install --quiet -r $(LATEST)/tools.txt
+	$(LATEST)/bin/python -m pip freeze > $(LATEST)/installed.txt
+	$(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
+
 # The service under wrk against a bare Flask floor, with an exact count check; see
 # BENCHMARKS.md. BENCH_DATABASE_URL=postgresql://... runs it on PostgreSQL.
 bench: $(VENV)/.dev-installed
@@ -62,4 +77,4 @@ format: $(VENV)/.dev-installed
 
 # instance/ is left alone: it holds the local database, with its counts and token hashes.
 clean:
-	rm -rf $(VENV) .pytest_cache test-artifacts tools/node_modules tools/build
+	rm -rf $(VENV) $(LATEST) .pytest_cache test-artifacts tools/node_modules tools/build

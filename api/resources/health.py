@@ -4,7 +4,6 @@ from flask_restful import Resource
 
 from .. import errors, openapi, policy, storage
 
-
 # What a health check answers: ok, or unavailable with when to ask again.
 ANSWERS = {
     200: openapi.json_response(

@@ -51,6 +51,11 @@ class KeptLimit(RuntimeLimit):
 FIELDS = dataclasses.fields(RuntimeLimit)
 
 
+def fields_of(limit):
+    """A runtime limit's fields, by name: what a kept limit copies from the library's own."""
+    return {field.name: getattr(limit, field.name) for field in FIELDS}
+
+
 class ParsedOnce(ApplicationLimit):
     """An application limit whose limit string is parsed once, not on every request.
 
@@ -62,10 +67,7 @@ class ParsedOnce(ApplicationLimit):
     def __iter__(self):
         kept = self.__dict__.get("_kept")
         if kept is None:
-            kept = tuple(
-                KeptLimit(**{field.name: getattr(limit, field.name) for field in FIELDS})
-                for limit in super().__iter__()
-            )
+            kept = tuple(KeptLimit(**fields_of(limit)) for limit in super().__iter__())
             self.__dict__["_kept"] = kept
         return iter(kept)
 
