@@ -30,11 +30,12 @@ import sqlalchemy as sa
 from flask_cors.core import set_cors_headers
 from flask_restful.representations.json import output_json as restful_output_json
 
-import api
-from api import auth, config, create_app, edge, policy, rate_limits, resources, security, storage
+from api import auth, config, create_app, policy, rate_limits, resources, storage
 from api.resources import base
+from api.speedups import cors, limiter, responses, restful
 from api.storage import postgresql_writer, sqlite_writer
 from api.token_hashing import hash_token
+from api.web import edge
 from api.web.access_log import AccessLog
 
 from . import cost
@@ -54,19 +55,16 @@ ACCESS.addHandler(logging.StreamHandler(sys.stdout))
 ACCESS.setLevel(logging.INFO)
 
 
-def cors_every_time(app, origins, shipped=security.cors_hook):
-    """flask-cors's ``set_cors_headers`` on every response, with the shipped hook's options."""
-    hook = shipped(app, origins)
-    options = dict(zip(hook.__code__.co_freevars, hook.__closure__, strict=True))["options"]
+def cors_every_time(cors, response, _method):
+    """flask-cors's ``set_cors_headers`` on every response, with the shipped options."""
+    set_cors_headers(response, cors.options)
+    if not cors.wildcard:
+        response.vary.add("Origin")
 
-    def add_cors_headers(response):
-        if policy.current().cross_origin:
-            set_cors_headers(response, options.cell_contents)
-            if origins != ["*"]:
-                response.vary.add("Origin")
-        return response
 
-    return add_cors_headers
+def httpauth_every_time(view, *args, **kwargs):
+    """Flask-HTTPAuth's optional login around every view, whether a token came or not."""
+    return auth.auth.login_required(optional=True)(view)(*args, **kwargs)
 
 
 class CoreSQLiteWriter(sqlite_writer.SQLiteWriter):
@@ -98,35 +96,34 @@ CORE = {"sqlite": CoreSQLiteWriter, "postgresql": CorePostgreSQLWriter}
 Item = namedtuple("Item", "name library paths patches both without database")
 Item.__new__.__defaults__ = ({}, {}, "sqlite")
 ITEMS = [
-    Item("FinishedResponse.get_wsgi_headers", "Werkzeug", ALL,
-         [(api.FinishedResponse, "get_wsgi_headers", flask.Response.get_wsgi_headers)]),
-    Item("App.ensure_sync cache", "Flask", (HITS, ROOT),
-         [(api.App, "ensure_sync", flask.Flask.ensure_sync)]),
-    Item("RequestLimiter.context", "Flask-Limiter", (HITS, ERRORS),
-         [(rate_limits.RequestLimiter, "context", flask_limiter.Limiter.context)]),
-    Item("ParsedOnce / KeptLimit", "Flask-Limiter", (HITS, ERRORS),
+    Item("responses.FinishedResponse", "Werkzeug", ALL,
+         [(responses.FinishedResponse, "get_wsgi_headers", flask.Response.get_wsgi_headers)]),
+    Item("responses.SyncOnceFlask", "Flask", (HITS, ROOT),
+         [(responses.SyncOnceFlask, "ensure_sync", flask.Flask.ensure_sync)]),
+    Item("limiter.RequestLimiter.context", "Flask-Limiter", (HITS, ERRORS),
+         [(limiter.RequestLimiter, "context", flask_limiter.Limiter.context)]),
+    Item("limiter.ParsedOnce", "Flask-Limiter", (HITS, ERRORS),
          [(rate_limits, "ParsedOnce", flask_limiter.ApplicationLimit)]),
-    Item("FixedWindowMemory (memory://)", "limits", (HITS, ERRORS),
+    Item("limiter.FixedWindowMemory (memory://)", "limits", (HITS, ERRORS),
          [(rate_limits, "storage_uri", lambda settings: settings["RATELIMIT_STORAGE_URI"])]),
-    Item("security.append_headers", "Werkzeug", (HITS, ROOT, PIZZA),
-         [(security, "append_headers", lambda response, it: response.headers.extend(it))]),
-    Item("CORS once", "flask-cors", (HITS, PIZZA), [(security, "cors_hook", cors_every_time)]),
-    Item("RestfulApi.make_response, output_json", "Flask-RESTful", (HITS, ERRORS),
-         [(resources.RestfulApi, "make_response", flask_restful.Api.make_response),
-          (resources, "output_json", restful_output_json)]),
-    Item("auth bypass without credentials", "Flask-HTTPAuth", (HITS, ERRORS),
-         [(module, "with_optional_token", auth._call_with_token_checked)
-          for module in (base, auth)]),
-    Item("drop_closed_connections [PG]", "SQLAlchemy", (ERRORS,), [], {},
+    Item("cors.SimpleCors", "flask-cors", (HITS, PIZZA),
+         [(cors.SimpleCors, "add_headers", cors_every_time)]),
+    Item("restful.JsonOnlyApi", "Flask-RESTful", (HITS, ERRORS),
+         [(restful.JsonOnlyApi, "make_response", flask_restful.Api.make_response),
+          (resources, "json_answer", lambda _dumps: restful_output_json)]),
+    Item("httpauth.only_when_sent", "Flask-HTTPAuth", (HITS, ERRORS),
+         [(module, "with_optional_token", httpauth_every_time) for module in (base, auth)]),
+    Item("pool.drop_closed_connections [PG]", "SQLAlchemy", (ERRORS,), [], {},
          {"SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True}}, "postgresql"),
-    *(Item(f"raw DBAPI counter writer{' [PG]' * (kind != 'sqlite')}", "SQLAlchemy", (HITS,),
+    *(Item(f"dbapi: the counter writer{' [PG]' * (kind != 'sqlite')}", "SQLAlchemy", (HITS,),
            [(storage, "writer_for", lambda engine, s: CORE[engine.dialect.name](engine, s))],
            {}, {}, kind) for kind in CORE),
     Item("access log by os.write", f"logging (Python {sys.version[:6]})", (HITS, ERRORS),
          [(AccessLog, "log", lambda log, environ, status, size:
            ACCESS.info(log.line(environ, status, size)))], {"ACCESS_LOG": True}),
     Item("edge joins small answers", "granian", (HITS, ROOT, PIZZA), [(edge, "COLLECT_UP_TO", -1)]),
-    Item("policy.current() in environ", "Flask", ALL, [(policy, "current", policy._current)]),
+    Item("policy kept in the facts", "Flask", ALL,
+         [(policy, "current", lambda: policy._route_policy())]),
 ]  # fmt: skip
 
 
