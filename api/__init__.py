@@ -30,6 +30,18 @@ A request meets the parts in this order, from the socket to the access log line:
    one refused before ``count_hit``, in one write.
 8. **The edge** again: the access log line (``api/web/access_log.py``); and should an exception
    escape all of the above, a 500 in the envelope, counted, with one line in the app log.
+
+**One pass.** What the parts decide about a request is worked out once and kept in its facts
+(``policy.facts``): the route's policy, whether it is a hit, whether it is limited, whether it
+carries a token, and the token's check (one hash, one lookup), which the limiter and the view
+share. Later hooks read what the first one decided. ``GET /api?data=hits`` enters the modules
+of ``api/`` 75 times and a wrong token's 401 113 times, most of them Flask and Flask-Limiter
+calling this service's hooks and callbacks: ``speedups/responses.py`` once per hook for
+Flask's coroutine check (13), ``speedups/limiter.py`` for each of Flask-Limiter's visits to its
+per-request state (14), ``policy.py`` once per fact asked for (10, each after the first a read),
+``rate_limits.py`` for the limiter's callbacks (9), ``auth.py`` (5), ``security.py`` (3: the
+Host, the body, the response headers) and ``counting.py`` (3). ``tests/test_request_path.py``
+holds each fact to one working-out and the entries to these numbers.
 """
 
 import os

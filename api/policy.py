@@ -114,7 +114,8 @@ class Facts:
         self.limited = None
         #: Carries a token, valid or not (auth.credentials_presented).
         self.credentials = None
-        #: The token checked: ``(its hash, the live token's name or None)`` (auth.verify_token).
+        #: The token checked: ``(the token sent, the live token's name or None)``
+        #: (auth.verify_token).
         self.checked = None
 
 
