@@ -104,7 +104,7 @@ def create_app(test_config=None):
     app.logger.setLevel(app.config["LOG_LEVEL"])
     # Whatever the app logs, a token that found its way into a message is masked, and text a
     # request carried into it is escaped: one message, one line.
-    app.logger.addFilter(SafeMessageFilter(app.config["TOKEN_PREFIX"]))
+    SafeMessageFilter.guard(app.logger, app.config["TOKEN_PREFIX"])
 
     # Errors first, so that every later part's failures come out in one shape.
     errors.init_app(app)

@@ -94,7 +94,8 @@ ENVELOPE, PROBLEM, PAGE = "envelope", "problem", "page"
 ENVELOPE_MIMETYPE = "application/json"
 PROBLEM_MIMETYPE = "application/problem+json"
 
-# Seconds a client should wait before retrying while the database is away.
+# Seconds a client should wait before retrying a 503: the database away, or too many slow
+# request bodies.
 RETRY_AFTER_SECONDS = 5
 
 

@@ -62,7 +62,7 @@ def identify_client():
             auth.verify_token(token)
 
 
-def client_address():
+def address_key():
     """The client's address as the app sees it after ProxyFix: the real one, not a header's."""
     return request.remote_addr or "unknown"
 
@@ -110,7 +110,7 @@ def budgets(config):
     return [
         ParsedOnce(
             config["RATELIMIT_PER_CLIENT"],
-            key_function=client_address,
+            key_function=address_key,
             scope=REQUESTS_SCOPE,
             exempt_when=token_holder,
             error_message=TOO_MANY_REQUESTS,
@@ -124,7 +124,7 @@ def budgets(config):
         ),
         ParsedOnce(
             config["RATELIMIT_FAILED_TOKENS"],
-            key_function=client_address,
+            key_function=address_key,
             scope=FAILED_TOKENS_SCOPE,
             exempt_when=lambda: not auth.token_rejected(),
             error_message=TOO_MANY_FAILED_TOKENS,
@@ -173,7 +173,7 @@ def init_app(app):
     config["RATELIMIT_STORAGE_URI"] = storage_uri(config)
     config.setdefault("RATELIMIT_STORAGE_OPTIONS", storage_options(config))
     limiter = RequestLimiter(
-        key_func=client_address,
+        key_func=address_key,
         application_limits=budgets(config),
         # Unrouted requests (404, 405) have no endpoint, and Flask-Limiter skips those; they
         # still cost a counted hit, so they share the client's budget under one name.

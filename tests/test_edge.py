@@ -14,7 +14,7 @@ import pytest
 from werkzeug.exceptions import HTTPException
 from werkzeug.test import EnvironBuilder
 
-from api import security
+from api import errors, security
 from api.web import edge, request_bodies, server
 
 ENVELOPE = {"type", "content"}
@@ -161,7 +161,7 @@ def test_with_one_thread_a_slow_body_is_turned_away_after_its_grace(make_app, hi
     assert time.monotonic() - began < 1
     assert response.status_code == 503
     assert response.get_json()["content"] == request_bodies.TOO_MANY_SLOW_BODIES
-    assert response.headers["Retry-After"] == str(request_bodies.RETRY_AFTER_SECONDS)
+    assert response.headers["Retry-After"] == str(errors.RETRY_AFTER_SECONDS)
     assert hits("errors") == before + 1
     whole = app.test_client().post("/api", data={"data": "pizza"})
     assert whole.get_json()["type"] == "Pizza"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from api import security
+from api import errors, security
 from api.web import request_bodies
 
 from . import servers
@@ -363,7 +363,7 @@ def test_bodies_dripping_in_the_slots_never_turn_away_complete_posts(served):
     assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
     ((answer, took),) = refused
     assert status_of(answer) == 503
-    assert servers.parse_answer(answer)[1]["retry-after"] == str(request_bodies.RETRY_AFTER_SECONDS)
+    assert servers.parse_answer(answer)[1]["retry-after"] == str(errors.RETRY_AFTER_SECONDS)
     assert json_of(answer)["content"] == request_bodies.TOO_MANY_SLOW_BODIES
     # Turned away at its first byte after the grace, a drip interval (1 s) later.
     assert took < 1 + 2
@@ -458,7 +458,7 @@ def test_slow_clients_never_hold_up_ordinary_requests(served):
             # A POST needs a reader: while stalled bodies hold every one (until their deadline,
             # 5 s, and the watchdog's look), it is turned away at once, with Retry-After.
             if posted[0] == 503 and time.monotonic() - stalls_began < 5 + 2:
-                assert posted[1]["retry-after"] == str(request_bodies.RETRY_AFTER_SECONDS)
+                assert posted[1]["retry-after"] == str(errors.RETRY_AFTER_SECONDS)
             else:
                 assert posted[0] == 200, f"an ordinary POST got {posted[0]}"
             slowest = max(slowest, time.monotonic() - began)

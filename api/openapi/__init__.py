@@ -23,7 +23,7 @@ from .components import (
     EVERY_OPERATION,
     QUERY_SCHEME,
     RATE_LIMITED,
-    error_response,
+    error_spec,
 )
 from .declare import (
     PRIVATE_EXAMPLE,
@@ -80,7 +80,7 @@ TAGS = {
 # A token is optional everywhere it is read: public data ignores it, private data answers 401
 # without it. The empty requirement says "no token" is allowed too. It is the document's
 # default; operations that never read a token say so with an empty list.
-def optional_token(token_schemes):
+def token_or_none(token_schemes):
     return [{}] + [{scheme: []} for scheme in token_schemes]
 
 
@@ -128,7 +128,7 @@ def operation_spec(view_class, method, endpoint, allow_query_token, shared):
         common.extend(BODY_STATUSES)
     for status in sorted(messages):
         if messages[status]:
-            responses[status] = error_response(status, messages[status])
+            responses[status] = error_spec(status, messages[status])
         else:
             # Nothing particular to say: the one shared description.
             common.append(status)
@@ -162,7 +162,7 @@ def build_document(app):
         info={"description": DESCRIPTION, "contact": CONTACT},
         servers=SERVERS,
         tags=[{"name": name, "description": text} for name, text in TAGS.items()],
-        security=optional_token(token_schemes),
+        security=token_or_none(token_schemes),
     )
     shared = set()
     for rule in app.url_map.iter_rules():

@@ -114,7 +114,7 @@ def register(spec, token_schemes, messages, shared_statuses):
     for name, schema in schemas().items():
         spec.components.schema(name, schema)
     for status in sorted(shared_statuses):
-        response = error_response(status, messages.get(status, []))
+        response = error_spec(status, messages.get(status, []))
         spec.components.response(shared_response(status), response)
     for name, scheme in security_schemes(token_schemes).items():
         spec.components.security_scheme(name, scheme)
@@ -195,7 +195,7 @@ def _slug(text):
     return "-".join(re.findall(r"[a-z0-9]+", text.lower())[:4]) or "example"
 
 
-def error_response(status, messages):
+def error_spec(status, messages):
     """One error status with the envelope schema and an example per message it can carry.
 
     Every error response in the spec is built here, so another media type for errors is one

@@ -9,9 +9,6 @@ from .. import catalogue
 # The name of a request example that needs a token; the docs send one with it.
 PRIVATE_EXAMPLE = "with-token"
 
-BEARER_SCHEME = "bearerToken"
-QUERY_SCHEME = "queryToken"
-
 
 def operation(summary, *, responses, description=None, parameters=(), body=None, errors=None):
     """Declare one resource method's part of the spec beside its code, so both change together.

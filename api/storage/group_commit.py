@@ -9,7 +9,8 @@ a busy process commits a handful of increments per transaction instead of one.
 Each caller gets its own number: the counter's total just after its increment, as its
 transaction saw it. A batch's transaction reports the total after all of its increments, and
 the callers of the batch are numbered backwards from it, in the order they queued. Numbers
-are unique within a process; across processes that is up to the database (see storage.py).
+are unique within a process; across processes that is up to the database (see
+``postgresql_writer.py``).
 """
 
 import os

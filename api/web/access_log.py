@@ -6,7 +6,7 @@ Apache's default)::
     203.0.113.7 - - [01/Dec/2026:05:30:00 +0000] "GET /api?data=hits HTTP/1.1" 200 38 "-" "curl/8.5"
 
 Whatever the server, the line is the same, because the app writes it (``api/web/edge.py`` calls
-:meth:`AccessLog.write` once the app has answered). Three rules hold for every line:
+:meth:`AccessLog.log` once the app has answered). Three rules hold for every line:
 
 - **No secret.** A ``token`` parameter's value in the request target or the Referer, and
   anything shaped like one of this server's tokens anywhere in the line, read ``***``. The
@@ -144,7 +144,7 @@ def _cut(text, limit):
     return text + CUT
 
 
-def client_address(environ):
+def logged_address(environ):
     """The address field: what ProxyFix trusted, which behind a proxy is whatever the client
     wrote in X-Forwarded-For but a comma; escaped, spaces too, since the field is unquoted."""
     address = environ.get("REMOTE_ADDR") or "-"
@@ -207,7 +207,7 @@ class AccessLog:
             referer = mask_tokens(referer, self.tokens_like)
         agent = environ.get("HTTP_USER_AGENT", "-")
         line = (
-            f"{client_address(environ)} - - {self.timestamp()} "
+            f"{logged_address(environ)} - - {self.timestamp()} "
             f'"{escape(environ.get("REQUEST_METHOD", "-"))} '
             f"{_cut(escape(target), TARGET_CHARS)} "
             f'{protocol(environ)}" {status} {size} '
@@ -240,7 +240,15 @@ class SafeMessageFilter(logging.Filter):
 
     def __init__(self, prefix):
         super().__init__()
+        self.prefix = prefix
         self.tokens_like = token_pattern(prefix)
+
+    @classmethod
+    def guard(cls, logger, prefix):
+        """Add the filter for ``prefix`` to a logger, once: every app a process builds logs
+        through the same "api" logger, and a filter added per app would run once per app."""
+        if not any(isinstance(f, cls) and f.prefix == prefix for f in logger.filters):
+            logger.addFilter(cls(prefix))
 
     def filter(self, record):
         message = record.getMessage()

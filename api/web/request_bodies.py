@@ -55,6 +55,7 @@ import time
 
 from werkzeug.exceptions import BadRequest, HTTPException, RequestTimeout, ServiceUnavailable
 
+from .. import errors
 from .connections import overdue_connections, shut_reading_side
 
 # How long a body may take to arrive before it is slow and needs a slot; also how long a body
@@ -73,9 +74,6 @@ HEAD_SECONDS = 5
 
 # How often the watchdog looks while a body is overdue.
 WATCH_INTERVAL = 0.5
-
-# Seconds a client refused for want of a slot should wait before trying again.
-RETRY_AFTER_SECONDS = 5
 
 
 def late_message(timeout):
@@ -167,7 +165,9 @@ class BodyReceiver:
             self._readers.release()
 
     def _too_many(self):
-        return ServiceUnavailable(description=TOO_MANY_SLOW_BODIES, retry_after=RETRY_AFTER_SECONDS)
+        return ServiceUnavailable(
+            description=TOO_MANY_SLOW_BODIES, retry_after=errors.RETRY_AFTER_SECONDS
+        )
 
     def _take_slot(self):
         with self._lock:

@@ -164,7 +164,7 @@ def build_server(config):
         workers_kill_timeout=config["GRACEFUL_TIMEOUT"],
     )
     # granian's own messages name no request data today; masked all the same.
-    logging.getLogger("_granian").addFilter(access_log.SafeMessageFilter(config["TOKEN_PREFIX"]))
+    access_log.SafeMessageFilter.guard(logging.getLogger("_granian"), config["TOKEN_PREFIX"])
     return server
 
 
