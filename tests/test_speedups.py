@@ -24,17 +24,22 @@ from harness.servers import ROOT
 
 
 def test_every_library_an_override_reaches_into_is_the_version_it_was_checked_against():
-    review = {}
-    for override, libraries in speedups.OVERRIDES.items():
-        for library in libraries:
-            installed, checked = version(library), speedups.CHECKED_AGAINST[library]
-            if installed != checked:
-                review.setdefault(f"{library} {installed} (checked against {checked})", []).append(
-                    override
-                )
+    review = speedups.to_review(version)
     assert not review, "review these overrides in api/speedups/: " + "; ".join(
         f"{library}: {', '.join(overrides)}" for library, overrides in review.items()
     )
+
+
+def test_an_upgrade_names_the_overrides_to_review():
+    def upgraded(library):
+        return "4.2.0" if library == "flask-limiter" else speedups.CHECKED_AGAINST[library]
+
+    assert speedups.to_review(upgraded) == {
+        "flask-limiter 4.2.0 (checked against 4.1.1)": [
+            "limiter.RequestLimiter.context",
+            "limiter.ParsedOnce",
+        ]
+    }
 
 
 def test_every_library_checked_against_is_pinned():

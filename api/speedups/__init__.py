@@ -50,6 +50,22 @@ CHECKED_AGAINST = {
     "sqlalchemy": "2.1.9",
 }
 
+
+def to_review(installed):
+    """``{library and its versions: [override, ...]}`` for each library whose installed version
+    (``installed(name)``, as ``importlib.metadata.version`` answers) differs from the one its
+    overrides were checked against."""
+    review = {}
+    for override, libraries in OVERRIDES.items():
+        for library in libraries:
+            found, checked = installed(library), CHECKED_AGAINST[library]
+            if found != checked:
+                review.setdefault(f"{library} {found} (checked against {checked})", []).append(
+                    override
+                )
+    return review
+
+
 #: Each override, and the libraries whose code it copies or reaches into.
 OVERRIDES = {
     "responses.FinishedResponse": ("werkzeug",),
