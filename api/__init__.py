@@ -14,10 +14,11 @@ A request meets the parts in this order, from the socket to the access log line:
 4. **Flask** matches the route; its policy (``api/policy.py``) says what the route is.
 5. **Before the view**, the hooks in this order:
 
-   a. ``identify_client`` (``api/rate_limits/``): whose token, if valid;
-   b. Flask-Limiter: the budgets, a 429 ends the request here (counted at the end);
-   c. ``count_hit`` (``api/counting.py``): the hit, committed before the view, so that a
-      hit count the view reports includes itself;
+   a. ``check_sent_token`` (``api/auth.py``): the token a request sends, checked once;
+   b. Flask-Limiter (``api/rate_limits.py``): the budgets, the token's own among them; a 429
+      ends the request here (counted at the end);
+   c. ``count_hit`` (``api/counting.py``): the hit and the token's use, committed before the
+      view, so that a hit count the view reports includes itself;
    d. ``check_body`` (``api/security.py``): a chunked body 411, a big one 413.
 
 6. **The view**: a Flask-RESTful resource (``api/resources/``) or a page
@@ -49,6 +50,7 @@ import os
 from flask_migrate import Migrate
 
 from . import (
+    auth,
     cli,
     counting,
     errors,
@@ -117,6 +119,7 @@ def create_app(test_config=None):
     policy.init_app(app)
     # The hooks, registered in the order of the request path above.
     counting.init_app(app)
+    auth.init_app(app)
     rate_limits.init_app(app)
     counting.register_hit_hook(app)
     security.init_app(app)

@@ -1,8 +1,11 @@
-"""The token check: the Flask-HTTPAuth object and its callbacks.
+"""The token check: the Flask-HTTPAuth object and its callbacks, and what a token may do.
 
 A token may come as ``Authorization: Bearer <token>`` or as ``?token=<token>``. Only its
 SHA-256 hash is ever stored, so a token is verified by hashing it and looking the hash up
-by index, which takes the same time whatever the secret is.
+by index, which takes the same time whatever the secret is; each process keeps the tokens it
+has looked up until any token changes (``api/storage/token_cache.py``), so a check costs no
+round trip. A token works while it is not revoked and not expired; after a roll, its previous
+secret works until its grace ends. It may be limited to some of the :data:`SCOPES`.
 """
 
 from functools import wraps
@@ -14,6 +17,24 @@ from werkzeug.exceptions import HTTPException
 
 from . import errors, policy, storage, token_hashing
 from .speedups import httpauth
+
+# What a token may be limited to, and what each lets it read; a token without scopes has all.
+SCOPES = {
+    "errors": "the error count (/api?data=errors, /api/errors)",
+    "stats": "the error series on /api/stats and /stats",
+    "metrics": "the metrics endpoint, /metrics",
+}
+
+# What a refused token is told: a revoked token and an unknown one share one message, so that
+# the answer says nothing of which names exist; an expired one is told so, so that its holder
+# knows to ask for a new one.
+EXPIRED = "Token expired"
+
+
+def lacks_scope(scope):
+    """The 403 message for a token outside its scopes."""
+    return f"This token lacks the scope {scope}"
+
 
 # What a request that sends its token the wrong way is told; the spec lists these too.
 SENT_TWO_WAYS = "Send the token in the Authorization header or in the token parameter, not both"
@@ -54,24 +75,65 @@ auth = HeaderOrQueryTokenAuth(scheme="Bearer", realm="api")
 
 @auth.verify_token
 def verify_token(token):
-    """The single check: a token is valid when the hash of it names a live token.
+    """The single check: the token a secret is of, if it works now; None otherwise.
 
-    The answer is kept in the request's facts, so that the rate limiter, which asks before
-    the view runs, and the view itself share one hash and one lookup.
+    The answer is kept in the request's facts, so that the rate limiter and the counter, which
+    ask before the view runs, and the view itself share one hash and one lookup.
     """
     facts = policy.facts()
     checked = facts.checked
     if checked is not None and checked[0] == token:
         return checked[1]
-    name = storage.find_token(token_hashing.hash_token(token))
-    if name is None:
+    found = storage.find_token(token_hashing.hash_token(token))
+    why = refusal(found, storage.clock.utcnow())
+    if why is not None:
         current_app.logger.warning(
-            "rejected token %s from %s",
+            "rejected token %s from %s: %s",
             token_hashing.loggable(token, current_app.config["TOKEN_PREFIX"]),
             request.remote_addr,
+            why,
         )
-    facts.checked = (token, name)
-    return name
+        found = None
+    facts.checked = (token, found)
+    facts.refused_because = why
+    return found
+
+
+def refusal(token, now):
+    """Why a token does not work now (unknown, revoked, expired, a rolled secret past its
+    grace), or None when it does."""
+    if token is None:
+        return "unknown"
+    if token.revoked:
+        return "revoked"
+    if token.previous and (token.works_until is None or now >= token.works_until):
+        return "rolled"
+    if token.expires_at is not None and now >= token.expires_at:
+        return "expired"
+    return None
+
+
+def require_scope(scope):
+    """A request with a valid token reads something in ``scope``: 403 when it may not."""
+    token = auth.current_user()
+    if token is not None and token.scopes is not None and scope not in token.scopes:
+        abort(403, description=lacks_scope(scope))
+
+
+def sent_token():
+    """The valid token this request carries, once checked; None otherwise."""
+    checked = policy.facts().checked
+    return None if checked is None else checked[1]
+
+
+def check_sent_token():
+    """Before the limits and the hit: check the token a request sends to a route that reads
+    one, so that its budget, its usage and the view all share the one check. A malformed one
+    is left for the view to answer 400."""
+    if request.method != "OPTIONS" and credentials_presented() and policy.current().reads_token:
+        token = presented_token()
+        if token:
+            verify_token(token)
 
 
 def presented_token():
@@ -85,7 +147,7 @@ def presented_token():
 
 
 def token_rejected():
-    """Whether this request presented a token that matched no live token."""
+    """Whether this request presented a token that does not work now."""
     checked = policy.facts().checked
     return checked is not None and checked[1] is None
 
@@ -134,5 +196,12 @@ def refuse():
 
 @auth.error_handler
 def auth_error(status):
-    """Answer in the API's error shape instead of Flask-HTTPAuth's text/html default."""
-    return errors.error_response(status)
+    """Answer in the API's error shape instead of Flask-HTTPAuth's text/html default; an
+    expired token is told so."""
+    expired = policy.facts().refused_because == "expired"
+    return errors.error_response(status, EXPIRED if expired else None)
+
+
+def init_app(app):
+    """The token check runs first among the before-request hooks (api/__init__.py)."""
+    app.before_request(check_sent_token)

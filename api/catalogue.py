@@ -19,9 +19,15 @@ class Kind:
     type: str
     produce: Callable[[], Any]
     summary: str
-    private: bool = False
+    #: The scope a token needs to read it (api/auth.py's SCOPES); None: public data.
+    scope: str | None = None
     # A sample content for the spec and the docs, for kinds whose real value changes.
     example: Any = None
+
+    @property
+    def private(self):
+        """Read only with a valid token that has the kind's scope."""
+        return self.scope is not None
 
     def example_content(self):
         """Fixed kinds show their real content; counters show their sample."""
@@ -44,7 +50,7 @@ KINDS = {
             "ErrorCount",
             lambda: storage.read_counter("errors"),
             "How many requests were answered with a 4xx or 5xx status.",
-            private=True,
+            scope="errors",
             example=7,
         ),
         Kind(

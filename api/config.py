@@ -119,6 +119,9 @@ class Config:
 
     def _requests(self):
         self.TOKEN_PREFIX = os.environ.get("TOKEN_PREFIX", "rapi_")
+        # How long a new token lasts unless `token create` says otherwise (90d, 12h); empty:
+        # tokens never expire. Tokens already made keep the expiry they were made with.
+        self.TOKEN_DEFAULT_EXPIRES_IN = os.environ.get("TOKEN_DEFAULT_EXPIRES_IN", "").strip()
         self.ALLOW_QUERY_TOKEN = env_flag("ALLOW_QUERY_TOKEN", True)
         self.LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
         # Request bodies: the API takes a few bytes of form or JSON; anything bigger is a 413.

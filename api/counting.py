@@ -5,15 +5,16 @@ replaces the app's exception handlers for its own routes and errors raised insid
 Resource never reach them.
 
 A request is counted once, in one write: its hit just before the view runs (so that a hit
-count it reports includes itself), and its error, if it ends with one, after the view. A
+count it reports includes itself), with the use of the valid token it sends, and its error,
+if it ends with one, after the view. A
 request refused before its hit was counted (a 429 from the rate limiter) is counted at the
 end, its hit and its error in one transaction, so that a refused client costs the service
 one write, as a served one does, rather than two.
 """
 
-from flask import g, request
+from flask import current_app, g, request
 
-from . import policy, storage
+from . import auth, policy, storage
 
 UNCOUNTED_METHODS = frozenset({"HEAD", "OPTIONS"})
 
@@ -25,13 +26,28 @@ COUNTED = "api.counted"
 HIT, ERROR, FAILED = "hit", "error", "failed"
 
 
-def _count(amounts, counted):
+# How often each process writes a token's last use, at the most.
+LAST_USED_EVERY = 60
+
+
+def _count(amounts, touched, counted):
     """Commit ``amounts``; the request's state becomes ``counted``, or FAILED if that raised."""
     environ = request.environ
     environ[COUNTED] = FAILED
-    totals = storage.increment_counters(amounts)
+    totals = storage.increment_counters(amounts, touched)
     environ[COUNTED] = counted
     return totals
+
+
+def _with_usage(amounts):
+    """``amounts`` and, for a request that sent a valid token, that token's own request in the
+    same write, with its last use when it is due."""
+    token = auth.sent_token()
+    if token is None:
+        return amounts, ()
+    amounts[token.usage_counter] = 1
+    cache = current_app.extensions["token_cache"]
+    return amounts, (token.id,) if cache.due_for_touch(token, LAST_USED_EVERY) else ()
 
 
 def counts_as_hit():
@@ -44,9 +60,12 @@ def counts_as_hit():
 
 
 def count_hit():
-    """Count the hit before the view runs, so that a hit count it reports includes itself."""
+    """Count the hit, and a valid token's use, before the view runs, so that a hit count it
+    reports includes itself."""
     if counts_as_hit():
-        g.hit_count = _count({"hits": 1}, HIT)["hits"]
+        totals = _count(*_with_usage({"hits": 1}), HIT)
+        g.hit_count = totals["hits"]
+        g.counted_totals = totals
 
 
 def count_outcome(response):
@@ -56,9 +75,10 @@ def count_outcome(response):
     failed = response.status_code >= 400
     if counted == HIT:
         if failed:
-            _count({"errors": 1}, ERROR)
+            _count({"errors": 1}, (), ERROR)
     elif counted is None and counts_as_hit():
-        _count({"hits": 1, "errors": 1} if failed else {"hits": 1}, ERROR if failed else HIT)
+        amounts = {"hits": 1, "errors": 1} if failed else {"hits": 1}
+        _count(*_with_usage(amounts), ERROR if failed else HIT)
     return response
 
 
@@ -68,7 +88,19 @@ def count_unanswered():
     counted = request.environ.get(COUNTED)
     if counted in (ERROR, FAILED) or (counted is None and not counts_as_hit()):
         return
-    storage.increment_counters({"errors": 1} if counted == HIT else {"hits": 1, "errors": 1})
+    if counted == HIT:
+        storage.increment_counters({"errors": 1})
+    else:
+        storage.increment_counters(*_with_usage({"hits": 1, "errors": 1}))
+
+
+def current_total(counter):
+    """A counter's total as this request's own write left it, itself included; else the
+    committed total."""
+    counted = g.get("counted_totals")
+    if counted is not None and counter in counted:
+        return counted[counter]
+    return storage.read_counter(counter)
 
 
 def current_hits():

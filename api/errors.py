@@ -43,7 +43,15 @@ STATUSES = {
         "The request is malformed: no data named, a body that cannot be read, a token "
         "sent the wrong way, or a bad Host header.",
     ),
-    401: Status("Not authenticated", "The data is private and the request has no valid token."),
+    401: Status(
+        "Not authenticated",
+        "The data is private and the request has no valid token: none, an unknown or revoked "
+        "one, or one that expired (told so).",
+    ),
+    403: Status(
+        "Forbidden",
+        "The token is valid but not for this: it lacks the scope the message names.",
+    ),
     404: Status("Not found", "No such data kind, or no such path."),
     405: Status(
         "Method not allowed",

@@ -103,7 +103,7 @@ class Policies:
 class Facts:
     """What the parts have decided about one request; None until the part first asks."""
 
-    __slots__ = ("policy", "counted", "limited", "credentials", "checked")
+    __slots__ = ("policy", "counted", "limited", "credentials", "checked", "refused_because")
 
     def __init__(self, policy):
         #: The route's :class:`Policy`.
@@ -114,9 +114,11 @@ class Facts:
         self.limited = None
         #: Carries a token, valid or not (auth.credentials_presented).
         self.credentials = None
-        #: The token checked: ``(the token sent, the live token's name or None)``
-        #: (auth.verify_token).
+        #: The token checked: ``(the token sent, the storage.Token it is, or None when it does
+        #: not work)`` (auth.verify_token).
         self.checked = None
+        #: Why the token sent does not work (auth.refusal), for the 401's message.
+        self.refused_because = None
 
 
 def facts():

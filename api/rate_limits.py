@@ -7,9 +7,10 @@ an answer like any other, so it is a counted hit and a counted error.
 The three budgets, every endpoint sharing each one:
 
 - **per client**: requests from one address that carry no valid token;
-- **per token**: requests with a valid token, from any address;
+- **per token**: requests with a valid token, from any address: the token's own limit (``token
+  create --rate``), else ``RATELIMIT_PER_TOKEN``;
 - **failed tokens**: requests from one address whose token was rejected. The token is checked
-  before the limits are (``identify_client``), so only a rejected token spends this budget and
+  before the limits are (``auth.check_sent_token``), so only a rejected token spends this budget and
   is refused when it is gone; a valid token from the same address keeps working. Each rejected
   token is counted as it is checked, by the storage's atomic increment, so the budget is exact
   however many guesses arrive at once.
@@ -50,27 +51,24 @@ def unlimited():
     return not facts.limited
 
 
-def identify_client():
-    """Before the limits are checked: whose token this request carries, if a valid one.
-
-    Only routes whose view checks a token anyway look one up here, and the view reuses the
-    answer, so limiting never adds a database round trip.
-    """
-    if auth.credentials_presented() and policy.current().reads_token and not unlimited():
-        token = auth.presented_token()
-        if token:
-            auth.verify_token(token)
-
-
 def address_key():
     """The client's address as the app sees it after ProxyFix: the real one, not a header's."""
     return request.remote_addr or "unknown"
 
 
-def token_holder():
-    """The name of the valid token this request carries, once checked; None otherwise."""
-    checked = policy.facts().checked
-    return None if checked is None else checked[1]
+def token_key():
+    """A valid token's budget is its own, by its id, whatever its name or secret."""
+    return f"token:{auth.sent_token().id}"
+
+
+def token_limit(default):
+    """The limit of the valid token this request carries: its own, else the default."""
+
+    def limit():
+        token = auth.sent_token()
+        return default if token is None or token.rate_limit is None else token.rate_limit
+
+    return limit
 
 
 def storage_options(config):
@@ -112,14 +110,14 @@ def budgets(config):
             config["RATELIMIT_PER_CLIENT"],
             key_function=address_key,
             scope=REQUESTS_SCOPE,
-            exempt_when=token_holder,
+            exempt_when=lambda: auth.sent_token() is not None,
             error_message=TOO_MANY_REQUESTS,
         ),
         ParsedOnce(
-            config["RATELIMIT_PER_TOKEN"],
-            key_function=lambda: f"token:{token_holder()}",
+            token_limit(config["RATELIMIT_PER_TOKEN"]),
+            key_function=token_key,
             scope=REQUESTS_SCOPE,
-            exempt_when=lambda: token_holder() is None,
+            exempt_when=lambda: auth.sent_token() is None,
             error_message=TOO_MANY_REQUESTS,
         ),
         ParsedOnce(
@@ -163,8 +161,9 @@ def headers_hook(limiter, always):
 def init_app(app):
     """Build this app's limiter from its config; with RATELIMIT_ENABLED off, add nothing.
 
-    Its hooks go in the request path's order: who the client is, then Flask-Limiter's check;
-    after the view, Flask-Limiter's own hook, then the RateLimit headers.
+    Its hooks go in the request path's order, after the token check (auth.init_app):
+    Flask-Limiter's check; after the view, Flask-Limiter's own hook, then the RateLimit
+    headers.
     """
     config = app.config
     if not config["RATELIMIT_ENABLED"]:
@@ -184,6 +183,5 @@ def init_app(app):
         in_memory_fallback_enabled=True,
     )
     limiter.request_filter(unlimited)
-    app.before_request(identify_client)
     app.after_request(headers_hook(limiter, config["RATELIMIT_HEADERS_ALWAYS"]))
     limiter.init_app(app)

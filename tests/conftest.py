@@ -20,6 +20,7 @@ APP_ENV = (
     "DATABASE_URL",
     "ALLOW_QUERY_TOKEN",
     "TOKEN_PREFIX",
+    "TOKEN_DEFAULT_EXPIRES_IN",
     "LOG_LEVEL",
     "DYNO",
     "PORT",

@@ -124,7 +124,7 @@ def test_hooks_run_in_the_order_of_the_request_path(make_app):
         return [getattr(hook, "func", hook).__name__ for hook in hooks]
 
     assert names(app.before_request_funcs[None]) == [
-        "identify_client",
+        "check_sent_token",
         "_check_request_limit",
         "count_hit",
         "check_body",
@@ -140,7 +140,11 @@ def test_hooks_run_in_the_order_of_the_request_path(make_app):
 
 def test_without_rate_limits_the_rest_of_the_path_keeps_its_order(make_app):
     app = make_app(RATELIMIT_ENABLED=False)
-    assert [hook.__name__ for hook in app.before_request_funcs[None]] == ["count_hit", "check_body"]
+    assert [hook.__name__ for hook in app.before_request_funcs[None]] == [
+        "check_sent_token",
+        "count_hit",
+        "check_body",
+    ]
 
 
 def test_an_oversized_body_draws_on_the_rate_limit_like_any_request(make_app):

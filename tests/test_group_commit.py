@@ -55,12 +55,12 @@ class RecordingCommit:
         self.after_next = None
         self.group._commit = self
 
-    def __call__(self, amounts, asked):
+    def __call__(self, amounts, asked, touched=()):
         self.batches.append(dict(amounts))
         hold, self.hold_next = self.hold_next, None
         if hold is not None:
             hold()
-        totals = self.commit(amounts, asked)
+        totals = self.commit(amounts, asked, touched)
         after, self.after_next = self.after_next, None
         if after is not None:
             after()
@@ -206,7 +206,7 @@ def test_a_commit_that_answers_wrongly_fails_its_batch_and_hangs_nothing():
     broken.set()
     committed = {"hits": 0}
 
-    def commit(amounts, _asked):
+    def commit(amounts, _asked, _touched):
         committed["hits"] += amounts["hits"]
         return {} if broken.is_set() else dict(committed)
 
@@ -308,7 +308,7 @@ def test_pooled_connections_the_server_closed_are_replaced_at_checkout(postgres_
     assert len(ended) > 1
     wait_until(lambda: alive(app, ended) == 0)
     with app.app_context():
-        assert [storage.find_token("a" * 64) for _ in range(5)] == ["reader"] * 5
+        assert [storage.find_token("a" * 64).name for _ in range(5)] == ["reader"] * 5
         assert [storage.read_counter("hits") for _ in range(5)] == [0] * 5
         assert storage.database_writable()
 

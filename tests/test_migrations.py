@@ -2,7 +2,9 @@
 
 import subprocess
 import time
+from datetime import datetime
 
+import flask_migrate
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -10,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from api import create_app, storage
+from api import create_app, storage, token_hashing
 
 from . import servers
 from .conftest import migrate
@@ -119,3 +121,50 @@ def test_release_upgrades_a_database_already_at_head(pg_url):
     servers.run_release(servers.clean_env(DATABASE_URL=pg_url))
     diff, current, heads = schema_state(pg_url)
     assert (diff, current) == ([], heads)
+
+
+def test_the_release_upgrades_tokens_and_counts_made_before_token_lifetimes(empty_url):
+    """A database at 0002 holding a token, hits and hours: the release brings it to head, and
+    the token works as before, every scope and no expiry; the counts are all still there."""
+    env = servers.clean_env(DATABASE_URL=empty_url)
+    app = create_app({"SQLALCHEMY_DATABASE_URI": empty_url})
+    with app.app_context():
+        flask_migrate.upgrade(revision="0002")
+        with storage.db.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO tokens (name, token_hash, created_at) "
+                    "VALUES ('old-client', :hash, :now)"
+                ),
+                {
+                    "hash": token_hashing.hash_token("rapi_old" + "a" * 40),
+                    "now": datetime(2026, 1, 1),
+                },
+            )
+            conn.execute(sa.text("INSERT INTO counters (name, slot, value) VALUES ('hits', 0, 41)"))
+            conn.execute(
+                sa.text(
+                    "INSERT INTO counter_hours (name, hour, slot, value) "
+                    "VALUES ('hits', :hour, 0, 41)"
+                ),
+                {"hour": datetime(2026, 1, 1, 12)},
+            )
+        storage.db.engine.dispose()
+    servers.run_release(env)
+    diff, current, heads = schema_state(empty_url)
+    assert (diff, current) == ([], heads)
+    upgraded = create_app({"SQLALCHEMY_DATABASE_URI": empty_url, "TESTING": True})
+    client = upgraded.test_client()
+    answer = client.get("/api?data=hits", headers={"Authorization": "Bearer rapi_old" + "a" * 40})
+    assert answer.get_json()["content"] == 42
+    for private in ("/api?data=errors", "/api/stats"):
+        answer = client.get(private, headers={"Authorization": "Bearer rapi_old" + "a" * 40})
+        assert answer.status_code == 200
+    with upgraded.app_context():
+        ((row, _day, _month),) = storage.list_tokens()
+        assert (row.expires_at, row.scopes, row.rate_limit) == (None, None, None)
+        assert (
+            sum(count for _, count in storage.counts_per_day("hits", 400, datetime(2026, 1, 2)))
+            == 41
+        )
+        storage.db.engine.dispose()

@@ -2,6 +2,7 @@
 says, checked by schemathesis on every operation with a token and without."""
 
 import re
+from datetime import datetime
 
 import jsonschema_rs
 import pytest
@@ -9,7 +10,7 @@ import schemathesis
 from flask_restful import Resource
 from hypothesis import HealthCheck, settings
 
-from api import auth, catalogue, create_app, errors, openapi, security
+from api import auth, catalogue, create_app, errors, openapi, security, storage, token_hashing
 from api.pages import example_requests, reference
 from api.resources import data
 from api.web import edge
@@ -121,7 +122,13 @@ def test_both_ways_to_send_a_token_are_security_schemes(spec):
     }
     # The document's default: an optional token; operations that read none say so.
     assert spec["security"] == [{}, {"bearerToken": []}, {"queryToken": []}]
-    assert "security" not in spec["paths"]["/api"]["get"]
+    # An operation that keeps something private names the scope a token needs for it.
+    assert spec["paths"]["/api"]["get"]["security"] == [
+        {},
+        {"bearerToken": ["errors"]},
+        {"queryToken": ["errors"]},
+    ]
+    assert "security" not in spec["paths"]["/api/teapot"]["get"]
     assert spec["paths"]["/healthz"]["get"]["security"] == []
 
 
@@ -242,6 +249,9 @@ def trigger(spec, operation_id, status, message, token):
         return {**public, "headers": {"Host": "a..b"}}
     if message == edge.UNREADABLE_FORWARDED:
         return {**public, "headers": {"X-Forwarded-For": ""}}
+    if message in (auth.EXPIRED, *(auth.lacks_scope(scope) for scope in auth.SCOPES)):
+        # The private request, with a token that does not do for it.
+        return request_kwargs(next(r for r in requests if r.with_token), token)
     if status == 401:
         private = next(r for r in requests if r.with_token)
         # Without a token; a sent but wrong one where the data has a public part.
@@ -250,6 +260,14 @@ def trigger(spec, operation_id, status, message, token):
             kwargs["headers"] = {"Authorization": "Bearer rapi_wrong"}
         return kwargs
     raise LookupError(f"nothing in this test produces {operation_id} {status} {message!r}")
+
+
+def stored_token(app, name, **terms):
+    """A token stored with terms the CLI would refuse (an expiry in the past, say)."""
+    secret = f"rapi_{name}_" + "s" * 32
+    with app.app_context():
+        storage.create_token(name, token_hashing.hash_token(secret), **terms)
+    return secret
 
 
 def documented_errors(spec):
@@ -274,11 +292,15 @@ COLLECTION_SPEC = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": "sqlit
     ("operation_id", "status", "message"), sorted(documented_errors(COLLECTION_SPEC))
 )
 def test_every_documented_error_is_what_the_app_answers(
-    client, make_app, spec, token, operation_id, status, message
+    app, client, make_app, spec, token, operation_id, status, message
 ):
     if message == edge.UNREADABLE_FORWARDED:
         # Only behind a trusted proxy; granian hands over a non-ASCII header as empty.
         client = make_app(PROXY_FIX_X_FOR=1).test_client()
+    if message == auth.EXPIRED:
+        token = stored_token(app, "expired", expires_at=datetime(2026, 1, 1))
+    elif status == 403:
+        token = stored_token(app, "metrics-only", scopes={"metrics"})
     response = client.open(**trigger(spec, operation_id, status, message, token))
     assert response.status_code == status
     assert response.get_json() == {"type": "Error", "content": message}

@@ -24,7 +24,7 @@ DECIDING = {
     policy._route_policy: "the route's policy",
     auth._carries_token: "whether a token was sent",
     token_hashing.hash_token: "the token's hash",
-    token_store.find_token: "the token's lookup",
+    token_store.look_up_token: "the token's lookup",
 }
 # Entries into api/'s modules for one request, as the request-path docstring states them: 75
 # for a public request, 113 for a wrong token's 401; most are Flask and Flask-Limiter calling

@@ -15,6 +15,7 @@ from flask import current_app
 from flask.views import MethodView
 
 from .. import auth, security
+from ..errors import STATUSES
 from . import components
 from .components import (
     BEARER_SCHEME,
@@ -100,7 +101,7 @@ def openapi_path(rule):
     return _RULE_ARGUMENT.sub(r"{\1}", rule)
 
 
-def operation_spec(view_class, method, endpoint, allow_query_token, shared):
+def operation_spec(view_class, method, endpoint, token_schemes, shared):
     """The spec of one method of one resource, with the shared parts filled in; the statuses
     it answers through a shared response are added to ``shared``."""
     function = getattr(view_class, method)
@@ -113,8 +114,12 @@ def operation_spec(view_class, method, endpoint, allow_query_token, shared):
         )
     route = view_class.policy
     messages = {status: list(found) for status, found in declared["errors"].items()}
+    scope = declared["scope"]
+    if 401 in messages and not messages[401]:
+        # Every refused token gets one of two messages: an expired one is told so.
+        messages[401] = [STATUSES[401].message, auth.EXPIRED]
     if route.reads_token:
-        messages.setdefault(400, []).extend(token_errors(allow_query_token))
+        messages.setdefault(400, []).extend(token_errors(QUERY_SCHEME in token_schemes))
     if messages.get(400):
         # The shared 400 a client can cause is a refused Host (EVERY_OPERATION); where an
         # operation has 400s of its own, that one joins them. (An unreadable forwarded header
@@ -144,6 +149,10 @@ def operation_spec(view_class, method, endpoint, allow_query_token, shared):
     }
     if not route.reads_token:
         spec["security"] = []
+    elif scope is not None:
+        # What the operation keeps private needs a token with the scope; a token may be left
+        # out (the public part), and OpenAPI 3.1 lets a bearer scheme name roles.
+        spec["security"] = [{}, *({name: [scope]} for name in token_schemes)]
     if declared["description"]:
         spec["description"] = declared["description"]
     if declared["body"]:
@@ -173,7 +182,7 @@ def build_document(app):
         spec.path(
             path=openapi_path(rule.rule),
             operations={
-                method: operation_spec(view_class, method, rule.endpoint, allow_query_token, shared)
+                method: operation_spec(view_class, method, rule.endpoint, token_schemes, shared)
                 for method in methods
             },
         )

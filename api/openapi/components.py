@@ -146,17 +146,24 @@ def schemas():
         "description": "One of the data kinds.",
         "oneOf": [kind.type for kind in catalogue.KINDS.values()],
     }
+    token = {**COUNT, "description": "The requests of the valid token this request sent."}
     found["Counts"] = {
         "type": "object",
-        "description": "Hits, and errors only for a request with a valid token.",
-        "properties": {"hits": COUNT, "errors": COUNT},
+        "description": "Hits; errors only for a valid token with the stats scope; and the "
+        "requests of the valid token the request sent, never another's.",
+        "properties": {"hits": COUNT, "errors": COUNT, "token": token},
         "required": ["hits"],
         "additionalProperties": False,
     }
     for name, key, fmt in (("HourCounts", "hour", "date-time"), ("DayCounts", "day", "date")):
         found[name] = {
             "type": "object",
-            "properties": {key: {"type": "string", "format": fmt}, "hits": COUNT, "errors": COUNT},
+            "properties": {
+                key: {"type": "string", "format": fmt},
+                "hits": COUNT,
+                "errors": COUNT,
+                "token": token,
+            },
             "required": [key, "hits"],
             "additionalProperties": False,
         }

@@ -10,11 +10,14 @@ from .. import catalogue
 PRIVATE_EXAMPLE = "with-token"
 
 
-def operation(summary, *, responses, description=None, parameters=(), body=None, errors=None):
+def operation(
+    summary, *, responses, description=None, parameters=(), body=None, errors=None, scope=None
+):
     """Declare one resource method's part of the spec beside its code, so both change together.
 
     ``responses`` maps success statuses to response objects; ``errors`` maps error statuses
-    to the messages that operation can answer with, each shown as an example.
+    to the messages that operation can answer with, each shown as an example. ``scope`` is
+    the scope a token needs for what the operation keeps private (api/auth.py's SCOPES).
     """
 
     def attach(method):
@@ -25,6 +28,7 @@ def operation(summary, *, responses, description=None, parameters=(), body=None,
             "body": body,
             "responses": responses,
             "errors": errors or {},
+            "scope": scope,
         }
         return method
 

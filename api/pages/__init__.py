@@ -21,7 +21,7 @@ from flask import Blueprint, current_app, render_template, request
 from markupsafe import Markup
 
 from .. import catalogue, counting, openapi
-from ..auth import optional_token
+from ..auth import SCOPES, optional_token, sent_token
 from ..config import require
 from ..openapi import rendered
 from . import charts, links, reference, stencils, traffic
@@ -68,6 +68,7 @@ def render_docs():
         private_kind=next((kind for kind in kinds if kind.private), None),
         token_prefix=current_app.config["TOKEN_PREFIX"],
         query_tokens=current_app.config["ALLOW_QUERY_TOKEN"],
+        scopes=SCOPES,
         uncounted_paths=current_app.extensions["policies"].paths(current_app, counted=False),
         uncounted_methods=sorted(counting.UNCOUNTED_METHODS),
         static_path=current_app.static_url_path,
@@ -79,25 +80,33 @@ def render_docs():
 @bp.get("/stats")
 @optional_token
 def stats():
-    """Traffic over time as server-drawn SVG; errors only for a valid token, as in the API.
+    """Traffic over time as server-drawn SVG; errors only for a valid token, as in the API,
+    and that token's own requests.
 
     Within one window of the series, only the totals and the open hour's and day's bars
     change from view to view: the page is rendered once per window and scale as a stencil
     (api/pages/stencils.py), and each view fills in its own totals and open bars.
     """
     with_errors = traffic.errors_visible()
-    report = traffic.report(include_errors=with_errors)
+    token = sent_token()
+    report = traffic.report(include_errors=with_errors, token=token)
     series = ("hits", "errors") if with_errors else ("hits",)
+    totals = dict(report["totals"])
+    if token is not None:
+        series += ("token",)
+        totals["token"] = report["token"][1]
     window = report["window"]
+    # What is kept for a window is kept per token too: each holder sees only its own.
+    holder = None if token is None else token.usage_counter
 
     def memo(key, build):
-        return window.memo((*key, *window.key), build)
+        return window.memo((*key, *window.key, holder), build)
 
     drawn = [
         charts.hourly_chart(traffic.rows(report, "hour"), series, window.done_hours, memo),
         charts.daily_chart(traffic.rows(report, "day"), series, window.done_days, memo),
     ]
-    parts = {f"total-{name}": f"{count:,}" for name, count in report["totals"].items()}
+    parts = {f"total-{name}": f"{count:,}" for name, count in totals.items()}
     for number, chart in enumerate(drawn, 1):
         parts[f"chart-{number}-total"] = f"{chart.total:,}"
         parts[f"chart-{number}-bars"], parts[f"chart-{number}-rows"] = draw(chart, memo)
@@ -105,7 +114,7 @@ def stats():
     def stencil():
         page = render_template(
             "stats.html",
-            totals={name: stencils.hole(f"total-{name}") for name in report["totals"]},
+            totals={name: stencils.hole(f"total-{name}") for name in totals},
             charts=[
                 (chart, {part: stencils.hole(f"chart-{n}-{part}") for part in CHART_PARTS})
                 for n, chart in enumerate(drawn, 1)
@@ -135,6 +144,9 @@ def remembered_root(script_root):
         return True
     return False
 
+
+# What the charts call each series.
+SERIES_LABELS = {"hits": "hits", "errors": "errors", "token": "your token"}
 
 # The parts of a chart that change from view to view.
 CHART_PARTS = ("total", "bars", "rows")
@@ -172,5 +184,6 @@ def init_app(app):
     )
     app.register_blueprint(bp)
     links.init_app(app)
+    app.jinja_env.globals["series_labels"] = SERIES_LABELS
     traffic.init_app(app)
     app.add_template_filter(json_text)

@@ -98,9 +98,11 @@ def operations(spec):
 def _auth(spec, operation):
     if not reads_token(spec, operation):
         return "None. A token is not read here."
+    scopes = sorted({s for req in operation.get("security", []) for v in req.values() for s in v})
+    needs = f" with the scope {', '.join(scopes)}" if scopes else ""
     if "401" in operation["responses"]:
         return (
-            "Optional for public data; private data needs a valid token, in the "
+            f"Optional for public data; private data needs a valid token{needs}, in the "
             "Authorization header or the token query parameter."
         )
     return "Not needed. A token that is sent must still be sent correctly, or the answer is 400."

@@ -3,7 +3,7 @@
 from flask import abort, request
 
 from .. import catalogue, openapi
-from ..auth import auth, refuse
+from ..auth import auth, lacks_scope, refuse, require_scope
 from .base import ApiResource
 
 NO_DATA = "No data requested"
@@ -20,8 +20,10 @@ def answer(name, unknown_message):
     kind = catalogue.KINDS.get(name)
     if kind is None:
         abort(404, description=unknown_message)
-    if kind.private and auth.current_user() is None:
-        refuse()
+    if kind.private:
+        if auth.current_user() is None:
+            refuse()
+        require_scope(kind.scope)
     return {"type": kind.type, "content": kind.produce()}, 200
 
 
@@ -55,8 +57,10 @@ def data_from_body():
 
 
 PRIVATE_KINDS = "Needs a valid token for: " + ", ".join(
-    kind.name for kind in catalogue.KINDS.values() if kind.private
+    f"{kind.name} (scope {kind.scope})" for kind in catalogue.KINDS.values() if kind.private
 )
+# The scope the private kinds need; the catalogue has one.
+(PRIVATE_SCOPE,) = {kind.scope for kind in catalogue.KINDS.values() if kind.private}
 
 
 def answers_a_kind(summary, description, errors, **declared):
@@ -66,7 +70,8 @@ def answers_a_kind(summary, description, errors, **declared):
         summary,
         description=f"{description} {PRIVATE_KINDS}.",
         responses={200: openapi.kinds_response()},
-        errors={401: [], **errors},
+        errors={401: [], 403: [lacks_scope(PRIVATE_SCOPE)], **errors},
+        scope=PRIVATE_SCOPE,
         **declared,
     )
 

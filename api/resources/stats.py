@@ -1,18 +1,24 @@
 """``/api/stats``: traffic over time as JSON, the same series the ``/stats`` page draws."""
 
 from .. import openapi
+from ..auth import sent_token
 from ..pages import traffic
 from .base import ApiResource
 
 
 def _example():
-    hour = {"hour": "2026-01-31T13:00:00Z", "hits": 12, "errors": 1}
-    day = {"day": "2026-01-31", "hits": 310, "errors": 9}
-    content = {"totals": {"hits": 4211, "errors": 97}, "per_hour": [hour], "per_day": [day]}
+    hour = {"hour": "2026-01-31T13:00:00Z", "hits": 12, "errors": 1, "token": 3}
+    day = {"day": "2026-01-31", "hits": 310, "errors": 9, "token": 41}
+    totals = {"hits": 4211, "errors": 97, "token": 520}
+    content = {"totals": totals, "per_hour": [hour], "per_day": [day]}
+
+    def without(row, *names):
+        return {k: v for k, v in row.items() if k not in names}
+
     public = {
         "totals": {"hits": 4211},
-        "per_hour": [{k: v for k, v in hour.items() if k != "errors"}],
-        "per_day": [{k: v for k, v in day.items() if k != "errors"}],
+        "per_hour": [without(hour, "errors", "token")],
+        "per_day": [without(day, "errors", "token")],
     }
     return {
         "public": {
@@ -60,11 +66,13 @@ class Stats(ApiResource):
         "Traffic over time",
         description=f"Hits per UTC hour for the last {traffic.HOURS} hours and per UTC day for "
         f"the last {traffic.DAYS} days, oldest first, with the current totals. The current hour "
-        "and day are included and still growing. Error counts appear only with a valid token; "
-        "a token that is sent but not valid gets 401.",
+        "and day are included and still growing. Error counts appear only with a valid token "
+        "that has the stats scope, and with any valid token, its own requests as token; a token "
+        "that is sent but not valid gets 401.",
         responses={200: openapi.json_response("The series.", STATS_SCHEMA, _example())},
         errors={401: []},
+        scope=traffic.STATS_SCOPE,
     )
     def get(self):
-        report = traffic.report(include_errors=traffic.errors_visible())
+        report = traffic.report(include_errors=traffic.errors_visible(), token=sent_token())
         return {"type": "Stats", "content": traffic.as_json(report)}, 200

@@ -60,16 +60,32 @@ class ParsedOnce(ApplicationLimit):
     """An application limit whose limit string is parsed once, not on every request.
 
     Flask-Limiter 4.1.1 turns a limit's string into new runtime limits each time it
-    evaluates the limit, which is every request; for a fixed string the result is the same
-    every time, so it is built once and kept.
+    evaluates the limit, which is every request; for a given string the result is the same
+    every time, so it is built once per string (a limit given as a function, such as each
+    token's own, may name several) and kept.
     """
 
+    # Strings kept per limit; more are parsed anew, the first ones kept.
+    MOST_KEPT = 1024
+
     def __iter__(self):
-        kept = self.__dict__.get("_kept")
-        if kept is None:
-            kept = tuple(KeptLimit(**fields_of(limit)) for limit in super().__iter__())
-            self.__dict__["_kept"] = kept
-        return iter(kept)
+        provider = self.limit_provider
+        text = provider() if callable(provider) else provider
+        kept = self.__dict__.setdefault("_kept", {})
+        found = kept.get(text)
+        if found is None:
+            found = tuple(KeptLimit(**fields_of(limit)) for limit in self._parse(text))
+            if len(kept) < self.MOST_KEPT:
+                kept[text] = found
+        return iter(found)
+
+    def _parse(self, text):
+        """The library's own runtime limits for ``text``, from a copy of this limit that names
+        it (this one may be evaluated by another thread meanwhile)."""
+        copy = dataclasses.replace(self, limit_provider=text)
+        if "limiter" in self.__dict__:
+            copy.limiter = self.limiter
+        return list(ApplicationLimit.__iter__(copy))
 
 
 class FixedWindowMemory(Storage):

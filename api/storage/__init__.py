@@ -13,10 +13,13 @@ build SQL themselves, so that each query can be read, tuned and tested in one pl
 - ``counter_reads.py``: totals, and the per-hour and per-day series from every stored row;
 - ``series.py``: the same series with completed hours read once per process, for the pages;
 - ``retention.py``: how long hourly rows are kept, and their daily pruning;
-- ``token_store.py``: token hashes, names and dates;
+- ``token_store.py``: token hashes, names, dates, scopes and limits; ``token_cache.py``: the
+  tokens each process keeps, dropped when any token changes;
 - ``clock.py``: the one clock stored times come from, the database's (tests move
   ``storage.clock.utcnow``).
 """
+
+from flask import current_app
 
 from . import clock, group_commit
 from .counter_reads import counts_per_day, counts_per_hour, read_counter
@@ -26,13 +29,18 @@ from .engine import bind as _bind
 from .retention import prune_counter_hours
 from .series import SEALED_AFTER, SeriesCache
 from .tables import MAX_COUNTER_SLOTS, counter_hours, counters, db, tokens
+from .token_cache import TokenCache
 from .token_store import (
     DuplicateName,
+    NotLive,
+    Token,
     UnknownName,
     create_token,
-    find_token,
     list_tokens,
     revoke_token,
+    roll_token,
+    token_usage,
+    usage_counter,
 )
 
 __all__ = [
@@ -41,6 +49,8 @@ __all__ = [
     "SEALED_AFTER",
     "SeriesCache",
     "DuplicateName",
+    "NotLive",
+    "Token",
     "UnknownName",
     "clock",
     "counter_hours",
@@ -60,6 +70,9 @@ __all__ = [
     "read_counter",
     "reading",
     "revoke_token",
+    "roll_token",
+    "token_usage",
+    "usage_counter",
     "tokens",
 ]
 
@@ -69,4 +82,12 @@ def init_app(app):
     concurrent increments into shared transactions (group_commit.py)."""
     engine = _bind(app)
     writer = writer_for(engine, app.config)
+    cache = app.extensions["token_cache"] = TokenCache()
+    writer.on_version = cache.observe
     app.extensions["counter_commits"] = group_commit.GroupCommit(writer)
+
+
+def find_token(token_hash):
+    """The token this hash is a current or previous secret of, or None: from this process's
+    kept tokens while they are known to be current (token_cache.py), else the database."""
+    return current_app.extensions["token_cache"].find(token_hash)

@@ -25,10 +25,11 @@ def increment_counter(name, amount=1):
     return current_app.extensions["counter_commits"].increment(name, amount)
 
 
-def increment_counters(amounts):
-    """Increment several counters in one transaction (``{name: amount}``); return each total.
-    A request counted as a hit and an error together costs one write, not two."""
-    return current_app.extensions["counter_commits"].increment_many(amounts)
+def increment_counters(amounts, touched=()):
+    """Increment several counters in one transaction (``{name: amount}``), writing the last
+    use of the tokens ``touched`` (their ids) in it; return each total. A request counted as
+    a hit, an error and a token's use together costs one write."""
+    return current_app.extensions["counter_commits"].increment_many(amounts, touched)
 
 
 def database_writable():

@@ -21,10 +21,11 @@ import time
 class _Ticket:
     """One caller's increments, and the lock it sleeps on until its batch has committed."""
 
-    __slots__ = ("amounts", "asked", "totals", "error", "lead", "_wake")
+    __slots__ = ("amounts", "touched", "asked", "totals", "error", "lead", "_wake")
 
-    def __init__(self, amounts):
+    def __init__(self, amounts, touched):
         self.amounts = amounts
+        self.touched = touched
         self.asked = time.monotonic()
         self.totals = None
         self.error = None
@@ -45,8 +46,9 @@ class _Ticket:
 class GroupCommit:
     """Batches concurrent increments into one call of ``commit`` at a time.
 
-    ``commit(amounts, asked)`` receives ``{name: amount}`` and must add all of it in one
-    transaction, then return ``{name: total after the commit}``, or raise and add nothing.
+    ``commit(amounts, asked, touched)`` receives ``{name: amount}``, when the batch's first
+    caller asked, and the ids of the tokens whose last use to write; it must do all of it in
+    one transaction, then return ``{name: total after the commit}``, or raise and do nothing.
     ``asked`` is when the batch's oldest increment was asked for (``time.monotonic()``), so
     that a deadline can count from when its first caller began to wait, however long it
     queued behind an earlier batch.
@@ -62,10 +64,11 @@ class GroupCommit:
         """Add amount to a counter; return the total just after it, once it is committed."""
         return self.increment_many({name: amount})[name]
 
-    def increment_many(self, amounts):
+    def increment_many(self, amounts, touched=()):
         """Add ``{name: amount}`` in one transaction; return each total just after it, once
-        committed. A request counted as a hit and an error at once costs one write."""
-        ticket = _Ticket(amounts)
+        committed. A request counted as a hit and an error at once costs one write. The
+        tokens ``touched`` (their ids) get their last use written in the same transaction."""
+        ticket = _Ticket(amounts, touched)
         with self._mutex:
             self._queue.append(ticket)
             follow = self._leading
@@ -105,12 +108,13 @@ class GroupCommit:
 
     def _settle(self, batch):
         """Commit a batch and give each of its tickets a total, or the batch's error."""
-        amounts = {}
+        amounts, touched = {}, set()
         for ticket in batch:
             for name, amount in ticket.amounts.items():
                 amounts[name] = amounts.get(name, 0) + amount
+            touched.update(ticket.touched)
         try:
-            totals = self._commit(amounts, batch[0].asked)
+            totals = self._commit(amounts, batch[0].asked, touched)
             for ticket in reversed(batch):
                 ticket.totals = {}
                 for name, amount in ticket.amounts.items():

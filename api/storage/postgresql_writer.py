@@ -24,6 +24,9 @@ from .writer import WRITE_DEADLINE, Writer
 # after a stall on the network or in a pooler, then writes nothing and returns no rows, rather
 # than landing in an hour readers may hold as final, or counting a hit whose caller was
 # already answered 503.
+#
+# The same statement writes the last use of the tokens :touched (when the batch is not empty)
+# and reads the token version, for the tokens this process keeps (token_cache.py).
 INCREMENT_BATCH = sa.text(
     "WITH batch AS MATERIALIZED (SELECT * FROM unnest(CAST(:names AS VARCHAR[]), "
     "CAST(:amounts AS BIGINT[])) AS b(name, amount) "
@@ -32,8 +35,11 @@ INCREMENT_BATCH = sa.text(
     "ON CONFLICT (name, slot) DO UPDATE SET value = counters.value + excluded.value), "
     "hour AS (INSERT INTO counter_hours (name, hour, slot, value) "
     "SELECT name, :hour, :slot, amount FROM batch "
-    "ON CONFLICT (name, hour, slot) DO UPDATE SET value = counter_hours.value + excluded.value) "
-    "SELECT batch.name, CAST(COALESCE(SUM(counters.value), 0) AS BIGINT) + batch.amount "
+    "ON CONFLICT (name, hour, slot) DO UPDATE SET value = counter_hours.value + excluded.value), "
+    "touched AS (UPDATE tokens SET last_used_at = :now "
+    "WHERE id = ANY(CAST(:touched AS INTEGER[])) AND EXISTS (SELECT 1 FROM batch)) "
+    "SELECT batch.name, CAST(COALESCE(SUM(counters.value), 0) AS BIGINT) + batch.amount, "
+    "(SELECT version FROM token_version WHERE id = 1) "
     "FROM batch LEFT JOIN counters ON counters.name = batch.name "
     "GROUP BY batch.name, batch.amount"
 )
@@ -115,11 +121,14 @@ class PostgreSQLWriter(Writer):
             left = WRITE_DEADLINE.total_seconds()
             if self._due is not None:
                 left = min(left, self._due - monotonic())
-            params["deadline"] = clock.seconds() + left
+            sent = clock.seconds()
+            params["deadline"] = sent + left
             self._cursor.execute(self._statement, self._arguments(params))
-            totals = dict(self._cursor.fetchall())
+            rows = self._cursor.fetchall()
         finally:
             self._unwatch()
-        if len(totals) != len(amounts):
+        if len(rows) != len(amounts):
             raise self._late()
-        return totals
+        if self.on_version is not None:
+            self.on_version(rows[0][2], sent)
+        return {name: total for name, total, _version in rows}

@@ -31,6 +31,9 @@ BUMP_HOUR = sa.text(
 # written.
 BUMP_TOTAL_RETURNING_SUM = sa.text(f"{BUMP_TOTAL_SQL} RETURNING ({TOTAL_SQL})")
 
+# Read in every batch's transaction, for the tokens this process keeps (token_cache.py).
+VERSION_OF_TOKENS_SQL = "SELECT version FROM token_version WHERE id = 1"
+
 
 class SQLiteWriter(Writer):
     """Bumps each counter's hour and total, then commits, taking turns on a lock file."""
@@ -66,15 +69,21 @@ class SQLiteWriter(Writer):
             fcntl.flock(turns, fcntl.LOCK_EX)
         try:
             while True:
+                sent = clock.seconds()
                 totals = {}
                 for name, amount in amounts.items():
                     params["name"], params["amount"] = name, amount
                     for statement, arguments in self._statements:
                         cursor.execute(statement, arguments(params))
                     totals[name] = cursor.fetchone()[0]
+                if params["touched"]:
+                    self._touch(cursor, params)
+                version = cursor.execute(VERSION_OF_TOKENS_SQL).fetchone()[0]
                 hour = self.stamp(clock.current_hour())
                 if hour == params["hour"]:
                     self._dbapi_connection.commit()
+                    if self.on_version is not None:
+                        self.on_version(version, sent)
                     return totals
                 # The turn or SQLite's lock took the batch into another hour, which readers
                 # may already hold as final: stamp it with the hour it commits in.
@@ -83,6 +92,15 @@ class SQLiteWriter(Writer):
         finally:
             if turns is not None:
                 fcntl.flock(turns, fcntl.LOCK_UN)
+
+    def _touch(self, cursor, params):
+        """The last use of the tokens this batch's requests sent, in the same transaction."""
+        ids = params["touched"]
+        marks = ", ".join("?" * len(ids))
+        cursor.execute(
+            f"UPDATE tokens SET last_used_at = ? WHERE id IN ({marks})",  # noqa: S608 - ?s only
+            (str(params["now"].replace(microsecond=0)), *ids),
+        )
 
     def close(self, *_args):
         if self._turns_fd is not None and self._pid == os.getpid():

@@ -32,6 +32,25 @@ tokens = db.Table(
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("last_used_at", sa.DateTime),
     sa.Column("revoked_at", sa.DateTime),
+    # NULL: never expires.
+    sa.Column("expires_at", sa.DateTime),
+    # Space-separated scope names; NULL: every scope, as tokens from before scopes have.
+    sa.Column("scopes", sa.String(200)),
+    # A limit in Flask-Limiter's notation; NULL: RATELIMIT_PER_TOKEN.
+    sa.Column("rate_limit", sa.String(100)),
+    # The secret before the last roll, and when it stops working; NULL: none works.
+    sa.Column("previous_hash", sa.String(64)),
+    sa.Column("previous_expires_at", sa.DateTime),
+    sa.Index("ix_tokens_previous_hash", "previous_hash", unique=True),
+)
+
+# One row, whose version every change of a token bumps (create, revoke, roll): each process
+# keeps the tokens it has checked, and drops them all when it sees the version move
+# (token_cache.py).
+token_version = db.Table(
+    "token_version",
+    sa.Column("id", sa.SmallInteger, primary_key=True, autoincrement=False),
+    sa.Column("version", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 # Slots are numbered in a SMALLINT column.

@@ -43,13 +43,17 @@ class Writer:
         self.slots = config["COUNTER_SLOTS"]
         self.keep_days = config["COUNTER_HOURS_RETENTION_DAYS"]
         self._connection = self._pid = None
+        # Told the token version each batch reads, and when its statement was sent
+        # (token_cache.TokenCache.observe); storage.init_app sets it.
+        self.on_version = None
         # The first batch of each process prunes old hourly rows, then the first of each day.
         self._prune_at = datetime.min if self.keep_days else datetime.max
         sa.event.listen(engine, "engine_disposed", self.close)
 
-    def __call__(self, amounts, asked):
-        """Add every amount in one transaction; return each counter's total after it.
-        ``asked`` is when the batch's first caller asked (``time.monotonic()``)."""
+    def __call__(self, amounts, asked, touched=()):
+        """Add every amount in one transaction, writing the last use of the tokens
+        ``touched``; return each counter's total after it. ``asked`` is when the batch's
+        first caller asked (``time.monotonic()``)."""
         params = {"slot": random.randrange(self.slots)}  # noqa: S311
         try:
             self._begin(asked)
@@ -59,6 +63,7 @@ class Writer:
             params["hour"] = self.stamp(clock.hour_of(now))
             if now >= self._prune_at:
                 self._prune(now)
+            params["touched"], params["now"] = sorted(touched), now
             return self._commit(amounts, params)
         except Exception as e:
             raise self._failed(e, params) from e
