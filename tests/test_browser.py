@@ -164,8 +164,10 @@ def test_every_contents_link_on_docs_scrolls_to_its_section(browser, server, wid
     page.close()
 
 
-# How tall /docs may be: read in one sitting, on a desktop and on a phone.
-DOCS_HEIGHT_LIMITS = {1280: 9000, 390: 14000}
+# How tall /docs may be: read in one sitting, on a desktop and on a phone. It was 9,000 and
+# 14,000 before tokens had lifetimes, scopes and their own use, and the metrics endpoint came:
+# each took a few hundred pixels more, and the rest was cut to make room.
+DOCS_HEIGHT_LIMITS = {1280: 10500, 390: 16000}
 
 
 @pytest.mark.parametrize("width", WIDTHS)

@@ -15,7 +15,6 @@ from flask import current_app
 from flask.views import MethodView
 
 from .. import auth, security
-from ..errors import STATUSES
 from . import components
 from .components import (
     BEARER_SCHEME,
@@ -115,9 +114,6 @@ def operation_spec(view_class, method, endpoint, token_schemes, shared):
     route = view_class.policy
     messages = {status: list(found) for status, found in declared["errors"].items()}
     scope = declared["scope"]
-    if 401 in messages and not messages[401]:
-        # Every refused token gets one of two messages: an expired one is told so.
-        messages[401] = [STATUSES[401].message, auth.EXPIRED]
     if route.reads_token:
         messages.setdefault(400, []).extend(token_errors(QUERY_SCHEME in token_schemes))
     if messages.get(400):

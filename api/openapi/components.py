@@ -5,7 +5,7 @@ import re
 
 from werkzeug.http import HTTP_STATUS_CODES
 
-from .. import catalogue, rate_limits, security
+from .. import auth, catalogue, rate_limits, security
 from ..errors import PROBLEM_MIMETYPE, RETRY_AFTER_SECONDS, STATUSES
 from ..web import edge, request_bodies
 from .declare import envelope_schema, json_response
@@ -96,6 +96,8 @@ def shared_error_messages(config):
     """The messages the app's own limits answer with, for the shared error responses."""
     return {
         400: list(SHARED_400),
+        # Every refused token gets one of two messages: an expired one is told so.
+        401: [STATUSES[401].message, auth.EXPIRED],
         408: [request_bodies.late_message(config["REQUEST_BODY_TIMEOUT"])],
         411: [security.CHUNKED_REFUSED],
         413: [security.body_too_large(config["MAX_CONTENT_LENGTH"])],
