@@ -36,13 +36,15 @@ A request meets the parts in this order, from the socket to the access log line:
 (``policy.facts``): the route's policy, whether it is a hit, whether it is limited, whether it
 carries a token, and the token's check (one hash, one lookup), which the limiter and the view
 share. Later hooks read what the first one decided. ``GET /api?data=hits`` enters the modules
-of ``api/`` 75 times and a wrong token's 401 113 times, most of them Flask and Flask-Limiter
-calling this service's hooks and callbacks: ``speedups/responses.py`` once per hook for
-Flask's coroutine check (13), ``speedups/limiter.py`` for each of Flask-Limiter's visits to its
-per-request state (14), ``policy.py`` once per fact asked for (10, each after the first a read),
-``rate_limits.py`` for the limiter's callbacks (9), ``auth.py`` (5), ``security.py`` (3: the
-Host, the body, the response headers) and ``counting.py`` (3). ``tests/test_request_path.py``
-holds each fact to one working-out and the entries to these numbers.
+of ``api/`` 85 times and a wrong token's 401, which logs a line, 121 times, most of them
+Flask, Flask-Limiter and logging calling this service's hooks, callbacks and filters:
+``speedups/responses.py`` once per hook for Flask's coroutine check (13),
+``speedups/limiter.py`` for each of Flask-Limiter's visits to its per-request state (14),
+``policy.py`` once per fact asked for (12, each after the first a read), ``rate_limits.py``
+for the limiter's callbacks (9), ``auth.py`` (9: the token check, and the budgets and the
+count asking whose token it is), ``security.py`` (3: the Host, the body, the response headers)
+and ``counting.py`` (3). ``tests/test_request_path.py`` holds each fact to one working-out
+and the entries to these numbers.
 """
 
 import os
@@ -54,6 +56,7 @@ from . import (
     cli,
     counting,
     errors,
+    logs,
     openapi,
     pages,
     policy,
@@ -65,7 +68,6 @@ from . import (
     web,
 )
 from .config import Config
-from .web.access_log import SafeMessageFilter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -103,10 +105,9 @@ def create_app(test_config=None):
         os.makedirs(app.instance_path, exist_ok=True)
         path = os.path.join(app.instance_path, "api.sqlite3")
         app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + path
-    app.logger.setLevel(app.config["LOG_LEVEL"])
-    # Whatever the app logs, a token that found its way into a message is masked, and text a
-    # request carried into it is escaped: one message, one line.
-    SafeMessageFilter.guard(app.logger, app.config["TOKEN_PREFIX"])
+    # Every log line, in LOG_FORMAT, with its request's ID; whatever the app logs, a token that
+    # found its way into a message is masked, and text a request carried into it is escaped.
+    logs.init_app(app)
 
     # Errors first, so that every later part's failures come out in one shape.
     errors.init_app(app)

@@ -124,6 +124,8 @@ class Config:
         self.TOKEN_DEFAULT_EXPIRES_IN = os.environ.get("TOKEN_DEFAULT_EXPIRES_IN", "").strip()
         self.ALLOW_QUERY_TOKEN = env_flag("ALLOW_QUERY_TOKEN", True)
         self.LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
+        # How every log line is written (api/logs.py): text, or one JSON object a line.
+        self.LOG_FORMAT = os.environ.get("LOG_FORMAT", "text").strip().lower()
         # Request bodies: the API takes a few bytes of form or JSON; anything bigger is a 413.
         self.MAX_CONTENT_LENGTH = env_number("MAX_CONTENT_LENGTH", 64 * 1024)
         # Seconds a request body has to arrive whole, from when its request reached the app;

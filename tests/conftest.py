@@ -22,6 +22,7 @@ APP_ENV = (
     "TOKEN_PREFIX",
     "TOKEN_DEFAULT_EXPIRES_IN",
     "LOG_LEVEL",
+    "LOG_FORMAT",
     "DYNO",
     "PORT",
     "WEB_CONCURRENCY",

@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from api.web import access_log
+from api.web import access_log, masking
 
 from . import servers
 
@@ -46,7 +46,7 @@ SHAPED = PREFIX + "Zx9" * 14 + "Q"
     ],
 )
 def test_mask_secrets(line, masked):
-    assert access_log.mask_secrets(line, access_log.token_pattern(PREFIX)) == masked
+    assert masking.mask_secrets(line, masking.token_pattern(PREFIX)) == masked
 
 
 def test_a_record_is_escaped_once_however_many_apps_share_the_logger(make_app, caplog):
@@ -58,7 +58,7 @@ def test_a_record_is_escaped_once_however_many_apps_share_the_logger(make_app, c
 
 def test_app_log_filter_masks_formatted_messages(caplog):
     logger = logging.getLogger("test.app.log")
-    logger.addFilter(access_log.SafeMessageFilter(PREFIX))
+    logger.addFilter(masking.SafeMessageFilter(PREFIX))
     with caplog.at_level(logging.WARNING, logger="test.app.log"):
         logger.warning("Invalid request: %r", f"GET /api?token={SHAPED}")
     assert SHAPED not in caplog.text
@@ -77,17 +77,21 @@ BASE_ENVIRON = {
 
 
 def access_line(**environ):
-    """The line AccessLog writes for a 200 with a 12-byte body, its time replaced."""
+    """The line AccessLog writes for a 200 with a 12-byte body that took 3 ms, its time
+    replaced."""
     written = []
     log = access_log.AccessLog(PREFIX, write=written.append)
-    log.log({**BASE_ENVIRON, **environ}, 200, 12)
+    log.log({**BASE_ENVIRON, "api.request_id": "4f2a", **environ}, 200, 12, 0.003)
     (line,) = written
     return re.sub(rb"\[[^]]*\]", b"[time]", line, count=1).decode("ascii")
 
 
 def test_access_line_is_the_combined_format():
     line = access_line(HTTP_REFERER="http://a.test/", HTTP_USER_AGENT="c")
-    assert line == '10.0.0.1 - - [time] "GET /api?data=hits HTTP/1.1" 200 12 "http://a.test/" "c"\n'
+    # The combined format, then the seconds it took and its request ID.
+    assert line == (
+        '10.0.0.1 - - [time] "GET /api?data=hits HTTP/1.1" 200 12 "http://a.test/" "c" 0.0030 4f2a\n'
+    )
 
 
 def test_access_line_time_is_the_common_log_format():
@@ -138,10 +142,10 @@ def test_request_controlled_text_is_escaped(field, value, logged):
     line = access_line(**{field: value})
     assert logged in line
     assert line.count("\n") == 1 and line.endswith("\n")
-    # Exactly the nine fields of the format, whatever the client sent.
+    # Exactly the nine fields of the format and the two after it, whatever the client sent.
     fields = re.fullmatch(
         r'(\S+) - - \[time\] "((?:[^"\\]|\\.)*)" (\d+) (\d+) '
-        r'"((?:[^"\\]|\\.)*)" "((?:[^"\\]|\\.)*)"\n',
+        r'"((?:[^"\\]|\\.)*)" "((?:[^"\\]|\\.)*)" \d+\.\d{4} \S+\n',
         line,
     )
     assert fields is not None, line
@@ -157,7 +161,7 @@ def test_a_line_stays_whole_in_one_pipe_write():
     assert len(line.encode()) < 4096
     assert line.count("\n") == 1
     assert '...""' not in line  # a cut never leaves half an escape before the quote
-    assert re.search(r'" 200 12 "(\\x02)+\.\.\." "(\\")+\.\.\."\n$', line)
+    assert re.search(r'" 200 12 "(\\x02)+\.\.\." "(\\")+\.\.\." 0\.0030 4f2a\n$', line)
 
 
 def test_the_app_logs_one_line_per_request_with_the_address_it_trusts(make_app):
@@ -172,7 +176,7 @@ def test_the_app_logs_one_line_per_request_with_the_address_it_trusts(make_app):
     assert len(lines) == 3
     assert lines[0].startswith("203.0.113.7 - - [")
     assert '"GET /api?data=1 HTTP/1.1" 200 ' in lines[0]
-    assert '"GET /nowhere HTTP/1.1" 404 ' in lines[1] and lines[1].endswith('"probe"\n')
+    assert '"GET /nowhere HTTP/1.1" 404 ' in lines[1] and ' "probe" ' in lines[1]
     assert '"POST /api HTTP/1.1" 200 ' in lines[2]
 
 

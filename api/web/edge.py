@@ -23,13 +23,14 @@ gets one line naming the exception and where it was raised, rather than a server
 and a traceback for every such request.
 """
 
+import time
 import traceback
 
 from werkzeug.http import HTTP_STATUS_CODES
 
 from .. import counting, errors, security
 from ..config import require
-from . import request_bodies
+from . import request_bodies, request_ids
 from .access_log import AccessLog, request_target
 
 # gunicorn's limits, which this service has always promised: a request line of 4094 bytes
@@ -51,6 +52,9 @@ FORWARDED = {
     "PORT": "HTTP_X_FORWARDED_PORT",
     "PREFIX": "HTTP_X_FORWARDED_PREFIX",
 }
+
+# When the request reached the edge (time.perf_counter()), in its environ.
+STARTED = "api.started"
 
 # Answers up to this size are joined into one piece; bigger or unknown ones stream as they come.
 COLLECT_UP_TO = 1024 * 1024
@@ -132,6 +136,8 @@ class Edge:
     """Wraps Flask's ``wsgi_app``; see the module docstring for what it does, in order."""
 
     def __init__(self, flask_app, bodies, access_log=None):
+        #: Whether an X-Request-ID a client sends is the trusted proxy's (request_ids.py).
+        self.trust_request_id = flask_app.config["PROXY_FIX_X_FOR"] > 0
         #: The WSGI callable inside: ProxyFix, when configured, then Flask.
         self.app = flask_app.wsgi_app
         self.flask_app = flask_app
@@ -145,12 +151,15 @@ class Edge:
         )
 
     def __call__(self, environ, start_response):
+        began = time.perf_counter()
+        rid = environ[request_ids.ENVIRON_KEY] = request_ids.of(environ, self.trust_request_id)
+        environ[STARTED] = began
         refused = head_refusal(environ)
         if refused is None and self.forwarded:
             refused = forwarded_refusal(environ, self.forwarded)
         if refused is not None:
             status, headers, body = self.refusals[refused]
-            start_response(status, headers)
+            start_response(status, [*headers, (request_ids.HEADER, rid)])
             self.log(environ, refused, len(body))
             return [body]
         if "CONTENT_LENGTH" in environ:
@@ -166,8 +175,11 @@ class Edge:
                 if name == "Content-Length":
                     answer[1] = value
                     break
+            headers.append((request_ids.HEADER, rid))
             return start_response(status, headers, exc_info)
 
+        # The app's log lines carry the ID while the app runs (api/logs.py).
+        context = request_ids.CURRENT.set(rid)
         try:
             iterable = self.app(environ, start)
         except Exception as error:
@@ -183,9 +195,11 @@ class Edge:
                 raise
             self.count_unanswered(environ)
             status, headers, body = refusal(500)
-            start_response(status, headers)
+            start_response(status, [*headers, (request_ids.HEADER, rid)])
             self.log(environ, 500, len(body))
             return [body]
+        finally:
+            request_ids.CURRENT.reset(context)
 
         length = answer[1]
         if length is not None and length.isdigit() and int(length) <= COLLECT_UP_TO:
@@ -211,8 +225,10 @@ class Edge:
             )
 
     def log(self, environ, status, size):
+        """The request's access line, with the time it took from its arrival here."""
         if self.access_log is not None:
-            self.access_log.log(environ, status, size)
+            seconds = time.perf_counter() - environ[STARTED]
+            self.access_log.log(environ, status, size, seconds)
 
 
 class LoggedIterable:
@@ -252,5 +268,7 @@ def init_app(app):
         readers=request_bodies.readers_for(threads),
         max_length=config["MAX_CONTENT_LENGTH"],
     )
-    access_log = AccessLog(config["TOKEN_PREFIX"]) if config["ACCESS_LOG"] else None
+    access_log = None
+    if config["ACCESS_LOG"]:
+        access_log = AccessLog(config["TOKEN_PREFIX"], json_lines=config["LOG_FORMAT"] == "json")
     app.wsgi_app = Edge(app, bodies, access_log)

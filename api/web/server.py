@@ -36,9 +36,9 @@ from granian import Granian
 from granian.constants import HTTPModes, Interfaces
 from granian.http import HTTP1Settings
 
-from .. import create_app
+from .. import create_app, logs
 from ..config import StartupRefused, require
-from . import access_log
+from . import masking
 
 # Idle keep-alive connections, and request heads still arriving, are closed after this long.
 HEADER_READ_TIMEOUT_MS = 5000
@@ -160,11 +160,13 @@ def build_server(config):
         ),
         # The app writes the access log itself (api/web/access_log.py), under any server.
         log_access=False,
+        # Its own lines (start, stop, workers) with a timestamp, or as JSON (api/logs.py).
+        log_dictconfig=logs.granian_config(config),
         respawn_failed_workers=True,
         workers_kill_timeout=config["GRACEFUL_TIMEOUT"],
     )
     # granian's own messages name no request data today; masked all the same.
-    access_log.SafeMessageFilter.guard(logging.getLogger("_granian"), config["TOKEN_PREFIX"])
+    masking.SafeMessageFilter.guard(logging.getLogger("_granian"), config["TOKEN_PREFIX"])
     return server
 
 
