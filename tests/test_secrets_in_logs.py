@@ -90,7 +90,8 @@ def test_access_line_is_the_combined_format():
     line = access_line(HTTP_REFERER="http://a.test/", HTTP_USER_AGENT="c")
     # The combined format, then the seconds it took and its request ID.
     assert line == (
-        '10.0.0.1 - - [time] "GET /api?data=hits HTTP/1.1" 200 12 "http://a.test/" "c" 0.0030 4f2a\n'
+        '10.0.0.1 - - [time] "GET /api?data=hits HTTP/1.1" 200 12 "http://a.test/" "c" '
+        "0.0030 4f2a\n"
     )
 
 
