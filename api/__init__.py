@@ -26,17 +26,19 @@ A request meets the parts in this order, from the socket to the access log line:
    from any layer, becomes one shape in ``api/errors.py``.
 7. **After the view**, the hooks in this order (Flask runs them last registered first, so
    each part's come in the reverse of its place above): CORS and the security headers
-   (``api/security.py``), the RateLimit headers, and last ``count_outcome``, which sees
-   the final status: the error of a counted request that failed, or the hit and the error of
-   one refused before ``count_hit``, in one write.
-8. **The edge** again: the access log line (``api/web/access_log.py``); and should an exception
+   (``api/security.py``), the RateLimit headers, ``count_outcome``, which sees the final
+   status: the error of a counted request that failed, or the hit and the error of one refused
+   before ``count_hit``, in one write; and last ``note_route`` (``api/metrics.py``), the route
+   the request matched, for the metrics the edge records.
+8. **The edge** again: the request's count and time in the metrics, the access log line
+   (``api/web/access_log.py``) with its duration and request ID; and should an exception
    escape all of the above, a 500 in the envelope, counted, with one line in the app log.
 
 **One pass.** What the parts decide about a request is worked out once and kept in its facts
 (``policy.facts``): the route's policy, whether it is a hit, whether it is limited, whether it
 carries a token, and the token's check (one hash, one lookup), which the limiter and the view
 share. Later hooks read what the first one decided. ``GET /api?data=hits`` enters the modules
-of ``api/`` 85 times and a wrong token's 401, which logs a line, 121 times, most of them
+of ``api/`` 85 times and a wrong token's 401, which logs a line, 127 times, most of them
 Flask, Flask-Limiter and logging calling this service's hooks, callbacks and filters:
 ``speedups/responses.py`` once per hook for Flask's coroutine check (13),
 ``speedups/limiter.py`` for each of Flask-Limiter's visits to its per-request state (14),
@@ -57,6 +59,7 @@ from . import (
     counting,
     errors,
     logs,
+    metrics,
     openapi,
     pages,
     policy,
@@ -111,6 +114,8 @@ def create_app(test_config=None):
 
     # Errors first, so that every later part's failures come out in one shape.
     errors.init_app(app)
+    # Metrics; their after-request hook runs last of all, noting the route matched.
+    metrics.init_app(app)
     # The database, and the migrations that `flask db upgrade` applies.
     storage.init_app(app)
     Migrate(app, storage.db, directory=os.path.join(ROOT, "migrations"))

@@ -15,7 +15,7 @@ from flask_httpauth import HTTPTokenAuth
 from werkzeug.datastructures import Authorization
 from werkzeug.exceptions import HTTPException
 
-from . import errors, policy, storage, token_hashing
+from . import errors, metrics, policy, storage, token_hashing
 from .speedups import httpauth
 
 # What a token may be limited to, and what each lets it read; a token without scopes has all.
@@ -86,6 +86,7 @@ def verify_token(token):
         return checked[1]
     found = storage.find_token(token_hashing.hash_token(token))
     why = refusal(found, storage.clock.utcnow())
+    metrics.token_checked(why or "valid")
     if why is not None:
         current_app.logger.warning(
             "rejected token %s from %s: %s",
@@ -117,6 +118,7 @@ def require_scope(scope):
     """A request with a valid token reads something in ``scope``: 403 when it may not."""
     token = auth.current_user()
     if token is not None and token.scopes is not None and scope not in token.scopes:
+        metrics.token_checked("lacks-scope")
         abort(403, description=lacks_scope(scope))
 
 

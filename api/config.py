@@ -151,6 +151,10 @@ class Config:
         # heads still arriving included (each for 5 s at most); more wait in the kernel's
         # listen queue until one closes. The file-descriptor limit is raised to fit.
         self.WEB_MAX_CONNECTIONS = env_number("WEB_MAX_CONNECTIONS", 2048)
+        # Prometheus metrics at /metrics (api/metrics.py), read with a token's metrics scope or
+        # from these networks (a scraper's private network); never public by default.
+        self.METRICS_ENABLED = env_flag("METRICS_ENABLED", True)
+        self.METRICS_PUBLIC_FROM = env_list("METRICS_PUBLIC_FROM", [])
         # One line per answered request on standard output (api/web/access_log.py).
         self.ACCESS_LOG = env_flag("ACCESS_LOG", True)
         # On SIGTERM, seconds that requests in flight get before their worker is killed: inside

@@ -15,7 +15,7 @@ from flask import current_app, render_template, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 
-from . import policy
+from . import metrics, policy
 
 
 def json_body(document):
@@ -195,6 +195,7 @@ def handle_exception(e):
         or isinstance(e, sa.exc.TimeoutError)
     ):
         current_app.logger.warning("database unavailable: %s", type(getattr(e, "orig", e)).__name__)
+        metrics.database_error()
         return error_response(503, headers=[("Retry-After", str(RETRY_AFTER_SECONDS))])
     current_app.log_exception(sys.exc_info())
     return error_response(500)

@@ -24,7 +24,7 @@ import time
 
 from flask import current_app, request
 
-from . import auth, policy
+from . import auth, metrics, policy
 from .config import require
 from .speedups.limiter import FIXED_WINDOW_MEMORY, ParsedOnce, RequestLimiter
 
@@ -130,6 +130,13 @@ def budgets(config):
     ]
 
 
+def budget_of(limit):
+    """Which budget a limit is: the client's, a token's, or failed tokens'."""
+    if FAILED_TOKENS_SCOPE in limit.request_args:
+        return "failed-tokens"
+    return "token" if auth.sent_token() is not None else "client"
+
+
 def headers_hook(limiter, always):
     """The after-request hook that tells clients their budget, and a 429 when to come back."""
 
@@ -147,6 +154,8 @@ def headers_hook(limiter, always):
             )
         if chosen is None:
             return response
+        if breached:
+            metrics.rate_limited(budget_of(chosen))
         try:
             # None of these is set yet: added, not searched for and replaced.
             response.headers.extend(window_headers(chosen, breached))

@@ -135,6 +135,7 @@ def test_hooks_run_in_the_order_of_the_request_path(make_app):
         "__inject_headers",
         "add_rate_limit_headers",
         "count_outcome",
+        "note_route",
     ]
 
 

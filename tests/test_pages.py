@@ -86,7 +86,7 @@ def test_docs_have_a_section_and_a_contents_link_for_every_operation(app, client
     html = client.get("/docs").get_data(as_text=True)
     spec = app.extensions["openapi"]
     operations = list(reference.operations(spec))
-    assert len(operations) == 7
+    assert len(operations) == 8
     start = html.index('<nav class="toc"')
     contents = html[start : html.index("</nav>", start)]
     for path, method, operation in operations:
@@ -134,7 +134,7 @@ def test_docs_list_every_status_once_with_its_example(app, client):
 def test_docs_state_the_counting_rules_from_the_code(app, client):
     counting_section = section(client.get("/docs").get_data(as_text=True), "counting")
     uncounted = app.extensions["policies"].paths(app, counted=False)
-    assert uncounted == ["/healthz"]
+    assert uncounted == ["/healthz", "/metrics"]
     for path in uncounted:
         assert f"<code>{path}</code>" in counting_section
     for method in counting.UNCOUNTED_METHODS:

@@ -258,7 +258,7 @@ def test_a_storage_that_never_replies_falls_back_within_its_timeout(make_app, si
 def test_token_reading_routes_are_every_view_that_checks_a_token(make_app):
     policies = make_app(**LIMITED).extensions["policies"].by_endpoint
     endpoints = {endpoint for endpoint, found in policies.items() if found.reads_token}
-    assert endpoints == {"data_query", "typed_data", "teapot", "stats", "pages.stats"}
+    assert endpoints == {"data_query", "typed_data", "teapot", "stats", "metrics", "pages.stats"}
 
 
 def test_failed_token_attempts_on_the_stats_page_spend_the_same_budget(make_app):

@@ -147,8 +147,9 @@ def operation_spec(view_class, method, endpoint, token_schemes, shared):
         spec["security"] = []
     elif scope is not None:
         # What the operation keeps private needs a token with the scope; a token may be left
-        # out (the public part), and OpenAPI 3.1 lets a bearer scheme name roles.
-        spec["security"] = [{}, *({name: [scope]} for name in token_schemes)]
+        # out where there is a public part, and OpenAPI 3.1 lets a bearer scheme name roles.
+        public = [] if declared["token_required"] else [{}]
+        spec["security"] = [*public, *({name: [scope]} for name in token_schemes)]
     if declared["description"]:
         spec["description"] = declared["description"]
     if declared["body"]:

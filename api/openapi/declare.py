@@ -11,13 +11,22 @@ PRIVATE_EXAMPLE = "with-token"
 
 
 def operation(
-    summary, *, responses, description=None, parameters=(), body=None, errors=None, scope=None
+    summary,
+    *,
+    responses,
+    description=None,
+    parameters=(),
+    body=None,
+    errors=None,
+    scope=None,
+    token_required=False,
 ):
     """Declare one resource method's part of the spec beside its code, so both change together.
 
     ``responses`` maps success statuses to response objects; ``errors`` maps error statuses
     to the messages that operation can answer with, each shown as an example. ``scope`` is
-    the scope a token needs for what the operation keeps private (api/auth.py's SCOPES).
+    the scope a token needs for what the operation keeps private (api/auth.py's SCOPES);
+    ``token_required`` says it has no public part at all.
     """
 
     def attach(method):
@@ -29,6 +38,7 @@ def operation(
             "responses": responses,
             "errors": errors or {},
             "scope": scope,
+            "token_required": token_required,
         }
         return method
 

@@ -78,8 +78,10 @@ def example_requests(spec, path, method, operation):
     private_name = openapi.PRIVATE_EXAMPLE
     never_succeeds = not any(status.startswith("2") for status in operation["responses"])
     may_need_token = "401" in operation["responses"] and reads_token(spec, operation)
+    # An operation whose every security requirement names a scheme has no public part.
+    token_only = {} not in operation.get("security", spec.get("security", [{}]))
     if not names:
-        names = [None, private_name] if may_need_token else [None]
+        names = [private_name] if token_only else [None, private_name] if may_need_token else [None]
     media_types = list(content) or [None]
 
     def build_request(name, media_type):

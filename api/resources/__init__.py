@@ -4,6 +4,7 @@ from .. import errors
 from ..speedups.restful import JSON, JsonOnlyApi, json_answer
 from .data import DataQuery, Teapot, TypedData
 from .health import Health
+from .metrics import Metrics
 from .spec import OpenApiDocument
 from .stats import Stats
 
@@ -19,6 +20,7 @@ ROUTES = (
     (Stats, "/api/stats", "stats"),
     (OpenApiDocument, "/api/openapi.json", "openapi"),
     (Health, HEALTH_PATH, "health"),
+    (Metrics, "/metrics", "metrics"),
 )
 
 

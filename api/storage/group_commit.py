@@ -17,6 +17,8 @@ import os
 import threading
 import time
 
+from .. import metrics
+
 
 class _Ticket:
     """One caller's increments, and the lock it sleeps on until its batch has committed."""
@@ -113,8 +115,10 @@ class GroupCommit:
             for name, amount in ticket.amounts.items():
                 amounts[name] = amounts.get(name, 0) + amount
             touched.update(ticket.touched)
+        began = time.monotonic()
         try:
             totals = self._commit(amounts, batch[0].asked, touched)
+            metrics.batch_committed(len(batch), time.monotonic() - began)
             for ticket in reversed(batch):
                 ticket.totals = {}
                 for name, amount in ticket.amounts.items():

@@ -28,7 +28,7 @@ import traceback
 
 from werkzeug.http import HTTP_STATUS_CODES
 
-from .. import counting, errors, security
+from .. import counting, errors, metrics, security
 from ..config import require
 from . import request_bodies, request_ids
 from .access_log import AccessLog, request_target
@@ -138,6 +138,8 @@ class Edge:
     def __init__(self, flask_app, bodies, access_log=None):
         #: Whether an X-Request-ID a client sends is the trusted proxy's (request_ids.py).
         self.trust_request_id = flask_app.config["PROXY_FIX_X_FOR"] > 0
+        #: Where answered requests are counted and timed, when metrics are on (api/metrics.py).
+        self.metrics = metrics.instruments() if flask_app.config["METRICS_ENABLED"] else None
         #: The WSGI callable inside: ProxyFix, when configured, then Flask.
         self.app = flask_app.wsgi_app
         self.flask_app = flask_app
@@ -154,6 +156,8 @@ class Edge:
         began = time.perf_counter()
         rid = environ[request_ids.ENVIRON_KEY] = request_ids.of(environ, self.trust_request_id)
         environ[STARTED] = began
+        if self.metrics is not None:
+            self.metrics.in_flight.inc()
         refused = head_refusal(environ)
         if refused is None and self.forwarded:
             refused = forwarded_refusal(environ, self.forwarded)
@@ -192,6 +196,8 @@ class Edge:
                 "its answer had begun" if too_late else "answered 500",
             )
             if too_late:
+                if self.metrics is not None:
+                    self.metrics.in_flight.dec()
                 raise
             self.count_unanswered(environ)
             status, headers, body = refusal(500)
@@ -225,9 +231,14 @@ class Edge:
             )
 
     def log(self, environ, status, size):
-        """The request's access line, with the time it took from its arrival here."""
+        """The request is answered: its access line, and its count and time in the metrics,
+        with the time it took from its arrival here."""
+        seconds = time.perf_counter() - environ[STARTED]
+        if self.metrics is not None:
+            self.metrics.in_flight.dec()
+            route = environ.get(metrics.ROUTE, "edge")
+            self.metrics.answered(route, environ.get("REQUEST_METHOD", ""), status, seconds)
         if self.access_log is not None:
-            seconds = time.perf_counter() - environ[STARTED]
             self.access_log.log(environ, status, size, seconds)
 
 

@@ -25,12 +25,15 @@ process with its one line and exit status 3 (``StartupRefused``) and no port is 
 Workers are forked with the app already built, as gunicorn's ``preload_app`` did.
 """
 
+import atexit
 import errno
 import logging
 import os
 import resource
+import shutil
 import socket
 import sys
+import tempfile
 
 from granian import Granian
 from granian.constants import HTTPModes, Interfaces
@@ -170,9 +173,23 @@ def build_server(config):
     return server
 
 
+def metrics_folder():
+    """A fresh folder for every worker's metrics (api/metrics.py), made before the app is
+    built, since prometheus_client reads it when first imported, and removed at exit; one an
+    operator names in PROMETHEUS_MULTIPROC_DIR is used as it is."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    folder = tempfile.mkdtemp(prefix="api-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    pid = os.getpid()
+    # Only the web process removes it: a worker that exits leaves its counts to be summed.
+    atexit.register(lambda: os.getpid() == pid and shutil.rmtree(folder, ignore_errors=True))
+
+
 def main():
     """Build the app, then serve it; a refusal before anything listens exits with one line."""
     dropped = drop_request_variables()
+    metrics_folder()
     # Both refuse with StartupRefused, a SystemExit that has printed its one line.
     app = create_app()
     check_settings(app.config)

@@ -72,6 +72,11 @@ export async function callEverything(baseUrl: string, token?: string): Promise<v
   // A 503 answers the Health schema too; 500/414/431 the Error envelope or problem details.
   const failed = h.error && "status" in h.error ? h.error.status : h.error;
   console.log(status, failed);
+
+  // GET /metrics: Prometheus' text format, with a token that has the metrics scope
+  const m = await api.GET("/metrics", { parseAs: "text" });
+  const exposition: string | undefined = m.data;
+  console.log(exposition?.split("\n").length, m.error);
 }
 
 // Plain fetch, typed by the same `paths`: the 200 body of GET /api.
