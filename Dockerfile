@@ -2,7 +2,7 @@
 #   web (the default command):  docker run -p 8000:8000 -e DATABASE_URL=... IMAGE
 #   release, once per deploy:   docker run --rm -e DATABASE_URL=... IMAGE flask --app api db upgrade
 # Run the release to completion before the web containers of a new image start, as a platform
-# does with the Procfile's release line.
+# does with the Procfile's release line; compose.yaml shows both, with PostgreSQL and Redis.
 
 # Any Debian-based image with Python 3.11+ and its venv module. A locally built one can stand in
 # where the registry is out of reach (tests/test_container.py builds one from Debian's packages).

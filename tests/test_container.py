@@ -1,6 +1,6 @@
-"""The container image: the Dockerfile linted by hadolint and held to the Procfile, and the
-image itself built and run against PostgreSQL as a deploy runs it, the release in one
-container and then the web process in another.
+"""The container image: the Dockerfile linted by hadolint, compose.yaml held to the Procfile
+and the settings, and the image itself built and run against PostgreSQL as a deploy runs it,
+the release in one container and then the web process in another.
 
 The registry that holds ``python:3.11-slim`` cannot be reached from here, so the image is built
 on a base made from Debian's own packages, as the Dockerfile's ``BASE`` argument allows:
@@ -30,6 +30,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import yaml
+
+from api.config import Config
 
 from . import servers
 
@@ -70,8 +73,34 @@ def dockerfile_command():
     return json.loads(next(line for line in lines if line.startswith("CMD "))[4:])
 
 
+def compose():
+    return yaml.safe_load((ROOT / "compose.yaml").read_text())
+
+
 def test_the_image_runs_the_procfile():
     assert dockerfile_command() == servers.procfile_command("web")
+    assert compose()["services"]["release"]["command"] == servers.procfile_command("release")
+
+
+def test_compose_migrates_once_then_serves_on_postgresql_and_redis():
+    services = compose()["services"]
+    release, web = services["release"], services["web"]
+    # One image, from this Dockerfile, for both.
+    assert release["build"] == web["build"] == "."
+    assert release["image"] == web["image"]
+    assert release["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert web["depends_on"]["release"] == {"condition": "service_completed_successfully"}
+    assert "restart" not in release, "a release that restarts would migrate again"
+    assert "test" in services["postgres"]["healthcheck"]
+    environment = web["environment"]
+    assert sa.engine.make_url(environment["DATABASE_URL"]).host == "postgres"
+    assert environment["RATELIMIT_STORAGE_URI"].startswith("redis://redis:")
+    # Every variable set is a setting of the README's configuration table.
+    table = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    for name in environment:
+        assert f"| `{name}` |" in table, name
+    published = web["ports"][0].rsplit(":", 1)
+    assert published == ["127.0.0.1:${PORT:-8000}", str(Config().PORT)]
 
 
 def run_hadolint(dockerfile, tmp_path):
