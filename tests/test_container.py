@@ -60,6 +60,8 @@ PODMAN = ("podman", "--runtime", "runc")
 _, _hard_files = resource.getrlimit(resource.RLIMIT_NOFILE)
 OPEN_FILES = 8192 if _hard_files == resource.RLIM_INFINITY else min(8192, _hard_files)
 ULIMITS = ("--ulimit", f"nofile={OPEN_FILES}:{OPEN_FILES}", "--ulimit", "nproc=4096:4096")
+# Root's tools (debootstrap, chroot, runc) live in sbin, which a PATH may leave out.
+TOOLS_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
 # Containers reach the host's loopback, where the test PostgreSQL listens, at 10.0.2.2.
 NETWORK = ("--network", "slirp4netns:allow_host_loopback=true")
 HOST_LOOPBACK = "10.0.2.2"
@@ -153,7 +155,12 @@ def test_hadolint_sees_a_broken_dockerfile(tmp_path, old, new, rule):
 def run(command, timeout=600, **kwargs):
     """Run a command to completion; on failure, the error shows what it printed."""
     result = subprocess.run(
-        [str(part) for part in command], capture_output=True, text=True, timeout=timeout, **kwargs
+        [str(part) for part in command],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PATH": TOOLS_PATH},
+        **kwargs,
     )
     assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout
@@ -164,7 +171,9 @@ def container_engine_or_skip():
     if os.geteuid() != 0:
         pytest.skip("the container tests need root: debootstrap, and podman's root store")
     missing = [
-        tool for tool in ("podman", "runc", "slirp4netns", "debootstrap") if not shutil.which(tool)
+        tool
+        for tool in ("podman", "runc", "slirp4netns", "debootstrap")
+        if not shutil.which(tool, path=TOOLS_PATH)
     ]
     if missing:
         pytest.skip(
