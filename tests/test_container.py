@@ -228,8 +228,8 @@ def base_image():
 
 @pytest.fixture(scope="module")
 def image(base_image, tmp_path_factory):
-    """The image, built from this checkout by the Dockerfile, by its id: another build of the
-    same tag, from another checkout on this machine, cannot swap it under a test."""
+    """The image, built from this checkout by the Dockerfile and run by its id, not a tag, so
+    that a build from another checkout on this machine cannot swap it under a test."""
     id_file = tmp_path_factory.mktemp("image") / "id"
     # Docker's format, not the OCI one podman defaults to, which has no HEALTHCHECK.
     run(
