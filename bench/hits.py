@@ -48,6 +48,12 @@ RPS_TARGETS = {
     "postgresql": [(HITS, "conventional", 0.7)],
 }
 P99_TARGET = 1.5
+# Against /api?data=hits on the same server in the same round: a request with a token (its
+# check, its use counted, the error count read) keeps at least this share; and the service
+# with its metrics on keeps this share of itself with them off.
+TOKEN, METRICS_OFF = "/api?data=errors (token)", "/api?data=hits, metrics off"
+TOKEN_TARGET = 0.8
+METRICS_TARGET = 0.95
 # Budgets for the as-deployed server that wrk's single address never exhausts.
 UNREACHABLE_BUDGET = "1000000000 per minute"
 
@@ -109,6 +115,8 @@ def start(tmp, database, sizing, started):
     start_one("service", web, HEALTH_PATH)
     # The gap between this one's row and the service's /api?data=hits is the access log's cost.
     start_one("service-no-access-log", web, HEALTH_PATH, ACCESS_LOG="false")
+    # And this one's, the metrics' cost.
+    start_one("service-no-metrics", web, HEALTH_PATH, METRICS_ENABLED="false")
     # What users deploy: every default, limits on; only budgets wrk cannot exhaust.
     start_one(
         "service-deployed",
@@ -125,13 +133,14 @@ def start(tmp, database, sizing, started):
         Target(HITS, "service", "/api?data=hits"),
         Target("/api/pizza", "service", "/api/pizza"),
         Target(
-            "/api?data=errors",
+            TOKEN,
             "service",
             "/api?data=errors",
             headers={"Authorization": f"Bearer {token}"},
         ),
         Target("/", "service", "/"),
         Target("/api?data=hits, no access log", "service-no-access-log", "/api?data=hits"),
+        Target(METRICS_OFF, "service-no-metrics", "/api?data=hits"),
         Target(DEPLOYED, "service-deployed", "/api?data=hits"),
     ]
     return targets, mine
@@ -152,14 +161,15 @@ def print_table(rows, kind):
     say()
     say(
         "| endpoint | req/s | p50 ms | p99 ms | ÷ conventional floor | ÷ granian floor "
-        "| p99 ÷ floor p99 | server CPU µs/resp | database CPU µs/resp | wrk CPU µs/resp "
-        "| count check |"
+        f"| ÷ {HITS} | p99 ÷ floor p99 | server CPU µs/resp | database CPU µs/resp "
+        "| wrk CPU µs/resp | count check |"
     )
-    say("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    say("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for row in rows:
+        share = f"{row['hits_ratio']:.2f}" if "hits_ratio" in row else "-"
         say(
             f"| {row['name']} | {row['rps']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
-            f"{row['ratio']:.2f} | {row['granian_ratio']:.2f} | {row['p99_ratio']:.2f} | "
+            f"{row['ratio']:.2f} | {row['granian_ratio']:.2f} | {share} | {row['p99_ratio']:.2f} | "
             f"{row['server_cpu_us']:.0f} | {row['database_cpu_us']:.0f} | "
             f"{row['wrk_cpu_us']:.0f} | {row['count']} |"
         )
@@ -177,6 +187,25 @@ def verdicts(rows, kind, problems):
                 ratio >= least,
                 STRICT,
                 f"target: {name} req/s is {ratio:.2f} of the {floor} floor (target >= {least})",
+            )
+        )
+    if TOKEN in by_name:
+        share = by_name[TOKEN]["hits_ratio"]
+        found.append(
+            (
+                share >= TOKEN_TARGET,
+                STRICT,
+                f"target: {TOKEN} req/s is {share:.2f} of {HITS}'s (target >= {TOKEN_TARGET})",
+            )
+        )
+    if METRICS_OFF in by_name:
+        kept = 1 / by_name[METRICS_OFF]["hits_ratio"]
+        found.append(
+            (
+                kept >= METRICS_TARGET,
+                STRICT,
+                f"target: with metrics on, {HITS} keeps {kept:.2f} of its req/s with them off "
+                f"(target >= {METRICS_TARGET})",
             )
         )
     p99 = by_name[HITS]["p99_ratio"]
@@ -202,6 +231,10 @@ def table(targets):
     p99_floors = [min(r.p99_ms for r in pair) for pair in pairs]
     granian = targets[2].runs
     rows = [row(t.name, t, t.runs, floors, p99_floors, granian) for t in targets]
+    hits = next(t for t in targets if t.name == HITS).runs
+    for found, target in zip(rows, targets, strict=True):
+        per_round = zip(target.runs, hits, strict=True)
+        found["hits_ratio"] = median([r.rps / h.rps for r, h in per_round])
     floor = row("floor (better of sync and gthread)", None, floors, floors, p99_floors, granian)
     # Its p99 is the lower of the two floors' in each round, as the ratios use.
     floor["p99_ms"], floor["p99_ratio"] = median(p99_floors), 1.0

@@ -163,3 +163,23 @@ def test_the_soak_reports_memory_growth_per_million_requests():
     assert measured["growth_mb_per_million"] == 190.0
     assert not failed  # a missed target fails the bench only under BENCH_STRICT
     assert soak.report(flat, 1_000_000, problems=["LOST 1 hits"])[1]
+
+
+def test_the_token_and_metrics_targets_are_read_against_hits_on_the_same_server():
+    sync = rounds.Target("floor (sync)", "floor-sync", "/", counted=False)
+    gthread = rounds.Target("floor (gthread)", "floor-gthread", "/", counted=False)
+    granian = rounds.Target("floor (granian)", "floor-granian", "/", counted=False)
+    service = rounds.Target(hits.HITS, "service", "/api?data=hits")
+    token = rounds.Target(hits.TOKEN, "service", "/api?data=errors")
+    off = rounds.Target(hits.METRICS_OFF, "service-no-metrics", "/api?data=hits")
+    for target, rps in ((sync, 90), (gthread, 100), (granian, 200), (service, 100)):
+        target.runs = [a_run(rps=rps)] * 3
+    token.runs = [a_run(rps=70), a_run(rps=90), a_run(rps=85)]  # 0.7, 0.9, 0.85
+    off.runs = [a_run(rps=110)] * 3  # metrics cost a tenth
+    rows = hits.table([sync, gthread, granian, service, token, off])
+    texts = {text: ok for ok, _fatal, text in hits.verdicts(rows, "sqlite", problems=[])}
+    assert texts[f"target: {hits.TOKEN} req/s is 0.85 of {hits.HITS}'s (target >= 0.8)"]
+    assert not texts[
+        f"target: with metrics on, {hits.HITS} keeps 0.91 of its req/s with them off "
+        "(target >= 0.95)"
+    ]
