@@ -172,11 +172,12 @@ def test_the_token_and_metrics_targets_are_read_against_hits_on_the_same_server(
     service = rounds.Target(hits.HITS, "service", "/api?data=hits")
     token = rounds.Target(hits.TOKEN, "service", "/api?data=errors")
     off = rounds.Target(hits.METRICS_OFF, "service-no-metrics", "/api?data=hits")
-    for target, rps in ((sync, 90), (gthread, 100), (granian, 200), (service, 100)):
+    deployed = rounds.Target(hits.DEPLOYED, "service-deployed", "/api?data=hits")
+    for target, rps in ((sync, 90), (gthread, 100), (granian, 200), (service, 100), (deployed, 80)):
         target.runs = [a_run(rps=rps)] * 3
     token.runs = [a_run(rps=70), a_run(rps=90), a_run(rps=85)]  # 0.7, 0.9, 0.85
     off.runs = [a_run(rps=110)] * 3  # metrics cost a tenth
-    rows = hits.table([sync, gthread, granian, service, token, off])
+    rows = hits.table([sync, gthread, granian, service, token, off, deployed])
     texts = {text: ok for ok, _fatal, text in hits.verdicts(rows, "sqlite", problems=[])}
     assert texts[f"target: {hits.TOKEN} req/s is 0.85 of {hits.HITS}'s (target >= 0.8)"]
     assert not texts[
