@@ -24,8 +24,9 @@ $(VENV)/.dev-installed: $(VENV)/.app-installed requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-# Migrate the embedded SQLite database, then serve the Procfile's web process. It listens on
-# 127.0.0.1 only: a dyno binds every interface, a laptop need not share its dev server.
+# Migrate the database (DATABASE_URL's, else the embedded SQLite file), then serve the
+# Procfile's web process. It listens on 127.0.0.1 only: a dyno binds every interface, a laptop
+# need not share its dev server.
 run: $(VENV)/.app-installed
 	$(BIN)/flask --app api db upgrade
 	@echo

@@ -5,6 +5,8 @@ serves it with granian exactly as the web process serves the service (``api/web/
 floor that the server alone allows.
 """
 
+import functools
+
 from flask import Flask
 
 app = Flask(__name__)
@@ -21,7 +23,8 @@ def serve():
     from api.config import Config
     from api.web import server
 
-    server.build_server(vars(Config())).serve(target_loader=lambda _target: app)
+    loader = functools.partial(server.load_in_worker, app)
+    server.build_server(vars(Config())).serve(target_loader=loader)
 
 
 if __name__ == "__main__":

@@ -90,13 +90,14 @@ def mint_token(env, name):
     return result.stdout.strip().splitlines()[-1]
 
 
-def serve_released(folder, token_name, **settings):
+def serve_released(folder, token_name, port=None, **settings):
     """A server on a fresh SQLite file in folder, released and holding one token minted by the
-    CLI, as an operator would set it up; the token is the server's .token."""
+    CLI, as an operator would set it up; the token is the server's .token. The port is a free
+    one unless given, for settings that name the server's own address."""
     env = clean_env(DATABASE_URL=f"sqlite:///{folder}/server.sqlite3", **settings)
     run_release(env)
     token = mint_token(env, token_name)
-    server = Server({**env, "PORT": str(free_port())}, Path(folder) / "server.log")
+    server = Server({**env, "PORT": str(port or free_port())}, Path(folder) / "server.log")
     server.token = token
     return server
 

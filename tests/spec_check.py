@@ -65,8 +65,10 @@ class SpecCheck:
 
     def __init__(self, spec):
         self.spec = spec
+        # The operations are what is checked, not the address: a document whose server is
+        # PUBLIC_URL still judges the test client's requests to localhost.
         self.openapi = OpenAPI.from_dict(
-            spec,
+            {**spec, "servers": [{"url": "/"}]},
             config=Config(extra_media_type_deserializers={"application/problem+json": json.loads}),
         )
         # Answers already found to conform, keyed on all that their check reads: most tests

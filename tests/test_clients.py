@@ -1,9 +1,10 @@
-"""Tools no one here wrote, on the spec a real server serves: two linters and two clients.
+"""Tools no one here wrote, on the spec a real server serves: two linters and three clients.
 
 Redocly and Spectral must find nothing outside the reasoned exceptions in tools/redocly.yaml
 and tools/.spectral.yaml; openapi-typescript's types must compile a call of every operation
 (tools/ts/calls.ts); openapi-python-client's package must import, pass mypy --strict, and
-call every operation against the server, unedited. The Node tools are pinned in tools/ and
+call every operation against the server, unedited; the Postman collection openapi-to-postmanv2
+makes of the spec must run whole under newman. The Node tools are pinned in tools/ and
 installed by the Makefile; the Python ones in requirements-dev.txt.
 """
 
@@ -77,6 +78,44 @@ def test_typescript_types_compile_a_call_of_every_operation(live, node_tools):
     for path, operations in spec["paths"].items():
         for method in operations:
             assert f'{method.upper()}("{path}"' in calls, (method, path)
+
+
+def test_newman_runs_every_operation_of_the_postman_collection(tmp_path, node_tools):
+    # The collection's requests go to the spec's server, which is PUBLIC_URL when it is set:
+    # here the server's own address. The document's security lists "no token" first, so the
+    # collection sends none.
+    port = servers.free_port()
+    server = servers.serve_released(
+        tmp_path, "postman", port=port, PUBLIC_URL=f"http://127.0.0.1:{port}"
+    )
+    try:
+        with servers.urllib.request.urlopen(server.url + "/api/openapi.json") as answer:
+            spec = json.load(answer)
+        document = tmp_path / "openapi.json"
+        document.write_text(json.dumps(spec))
+        collection, report = tmp_path / "collection.json", tmp_path / "newman.json"
+        run([*NPX, "openapi2postmanv2", "-s", str(document), "-o", str(collection)])
+        run(
+            [*NPX, "newman", "run", str(collection), "--reporters", "cli,json"]
+            + ["--reporter-json-export", str(report)]
+        )
+    finally:
+        server.stop()
+    assert spec["servers"][0]["url"] == server.url
+    outcome = json.loads(report.read_text())["run"]
+    operations = [(m, p) for p, methods in spec["paths"].items() for m in methods]
+    assert outcome["stats"]["requests"] == {"total": len(operations), "pending": 0, "failed": 0}
+    assert outcome["failures"] == []
+    statuses = {
+        operation["summary"]: set(operation["responses"])
+        for methods in spec["paths"].values()
+        for operation in methods.values()
+    }
+    for execution in outcome["executions"]:
+        # Each request reached the server and got an answer its operation declares.
+        assert "requestError" not in execution, execution["requestError"]
+        answered = str(execution["response"]["code"])
+        assert answered in statuses[execution["item"]["name"]], execution["item"]["name"]
 
 
 @pytest.fixture(scope="module")

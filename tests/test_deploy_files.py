@@ -2,8 +2,9 @@
 the README's way of running the Procfile locally (honcho, a runner no one here wrote)."""
 
 import json
-import re
+import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -47,20 +48,37 @@ def test_app_json_matches_the_procfile_the_settings_and_the_readme():
         assert name in settings, name
         assert f"`{name}`" in table, name
         assert variable["description"], name
-    # Behind the platform's router, one proxy sets each header.
-    for name in ("PROXY_FIX_X_FOR", "PROXY_FIX_X_PROTO", "PROXY_FIX_X_PORT"):
-        assert app["env"][name]["value"] == "1"
-    assert "PROXY_FIX_X_FOR=1" in readme()
+    # Behind the platform's router, one proxy sets each header; the README's walkthrough sets
+    # exactly the proxy settings app.json does.
+    proxies = {name: v["value"] for name, v in app["env"].items() if name.startswith("PROXY_")}
+    assert proxies == dict.fromkeys(
+        ("PROXY_FIX_X_FOR", "PROXY_FIX_X_PROTO", "PROXY_FIX_X_PORT"), "1"
+    )
+    walkthrough = next(x for x in readme().splitlines() if x.startswith("heroku config:set PROXY"))
+    assert walkthrough.split()[2:] == [f"{name}={value}" for name, value in proxies.items()]
+    # After a deploy, the platform opens the docs.
+    assert app["success_url"] == "/docs"
+    assert "(https://heroku.com/deploy)" in readme()
+
+
+def test_app_json_success_url_is_served(client):
+    app = json.loads((ROOT / "app.json").read_text())
+    assert client.get(app["success_url"]).status_code == 200
 
 
 @pytest.mark.server
 def test_the_readme_runs_the_procfile_locally_with_honcho(tmp_path):
-    line = next(x for x in readme().splitlines() if x.startswith("honcho start release"))
+    line = next(x for x in readme().splitlines() if ".venv/bin/honcho start release" in x)
     port = servers.free_port()
     url = f"sqlite:///{tmp_path}/honcho.sqlite3"
-    env = servers.clean_env(DATABASE_URL=url)
-    command = ["sh", "-c", re.sub(r"-p \d+", f"-p {port}", line)]
-    server = servers.Server({**env, "PORT": str(port)}, tmp_path / "honcho.log", command)
+    # A shell in the checkout without the venv on its PATH, as a reader's is: the line itself
+    # must put it there, for honcho and for the Procfile's flask and python.
+    env = servers.clean_env(DATABASE_URL=url, PORT=port)
+    env["PATH"] = os.pathsep.join(
+        folder for folder in env["PATH"].split(os.pathsep) if Path(folder) != servers.BIN
+    )
+    env.pop("PWD", None)
+    server = servers.Server(env, tmp_path / "honcho.log", ["sh", "-c", line])
     try:
         # The release ran first: the database answers, migrated.
         assert servers.fetch(server.url + "/api?data=hits").status == 200

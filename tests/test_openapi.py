@@ -89,6 +89,13 @@ def test_the_served_document_is_the_built_one(client, spec):
     assert spec["info"]["title"] and spec["info"]["description"]
 
 
+def test_the_spec_server_is_relative_unless_public_url_is_set(spec, make_app):
+    assert [server["url"] for server in spec["servers"]] == ["/"]
+    assert "relative to the document" in spec["servers"][0]["description"]
+    public = make_app(PUBLIC_URL="https://api.example.com/v1").extensions["openapi"]
+    assert [server["url"] for server in public["servers"]] == ["https://api.example.com/v1"]
+
+
 def test_kinds_come_from_the_catalogue(spec):
     kinds = list(catalogue.KINDS)
     get, post = spec["paths"]["/api"]["get"], spec["paths"]["/api"]["post"]

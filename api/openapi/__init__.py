@@ -65,8 +65,21 @@ DESCRIPTION = (
     "405 with an Allow header, and a path that is not listed here 404, both in the envelope."
 )
 
-# The document is served by the server it describes, so its one server is that one.
-SERVERS = [{"url": "/", "description": "The server that serves this document."}]
+# Without PUBLIC_URL, the document's one server is the one serving it, as a URL relative to the
+# document's own; tools that need an absolute one (a Postman collection) get it from PUBLIC_URL.
+RELATIVE_SERVER = {
+    "url": "/",
+    "description": "The server that serves this document: relative to the document's own URL.",
+}
+
+
+def servers(public_url):
+    """The document's servers: PUBLIC_URL, the address clients reach, when it is set."""
+    if not public_url:
+        return [RELATIVE_SERVER]
+    return [{"url": public_url, "description": "This service, at its public address."}]
+
+
 CONTACT = {"name": "The operators of this service"}
 
 # Every operation carries its resource's tag; the docs and generated clients group by it.
@@ -166,7 +179,7 @@ def build_document(app):
         version=VERSION,
         openapi_version="3.1.0",
         info={"description": DESCRIPTION, "contact": CONTACT},
-        servers=SERVERS,
+        servers=servers(app.config["PUBLIC_URL"]),
         tags=[{"name": name, "description": text} for name, text in TAGS.items()],
         security=token_or_none(token_schemes),
     )

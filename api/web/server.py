@@ -18,7 +18,10 @@ a pool of Python threads, configured from the same environment as the app (``Con
 - A worker that dies is replaced (granian's default is to stop the whole server); a worker
   that dies again within seconds of its replacement stops it, rather than looping.
 - On SIGTERM, requests in flight get ``GRACEFUL_TIMEOUT`` seconds (20), inside a platform's
-  30 s, before workers are killed; without it granian would wait for them forever.
+  30 s, before workers are killed; without it granian would wait for them forever. Idle
+  keep-alive connections, and connections that have sent nothing yet, are closed at once.
+- Ctrl-C, SIGINT to the whole process group, stops as promptly: the workers leave SIGINT to
+  the master, which sends each of them SIGTERM (``load_in_worker``).
 
 The app is built once here, before anything listens, so that a setting it refuses ends the
 process with its one line and exit status 3 (``StartupRefused``) and no port is ever opened.
@@ -27,10 +30,12 @@ Workers are forked with the app already built, as gunicorn's ``preload_app`` did
 
 import atexit
 import errno
+import functools
 import logging
 import os
 import resource
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -141,6 +146,23 @@ def fit_open_files(connections):
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
+def load_in_worker(app, _target):
+    """The app, for granian to serve in a worker, with SIGINT blocked there for good; each
+    forked worker calls this before granian starts any thread in it.
+
+    Ctrl-C sends SIGINT to the master and the workers at once, and the master then sends each
+    worker SIGTERM. With two different signals pending, Linux may hand both to another thread
+    than the main one. Python runs signal handlers in the main thread only, and granian keeps
+    it asleep in an untimed ``Event.wait()`` that a signal caught elsewhere never interrupts:
+    the worker never starts to stop, and is killed after ``GRACEFUL_TIMEOUT`` (granian 2.8.9
+    logs that it "refused to gracefully stop"). Blocked in the main thread, whose mask every
+    later thread inherits, SIGINT stays pending and never arrives: the master's SIGTERM is the
+    one stop signal a worker gets, and the kernel hands a lone signal to the main thread.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    return app
+
+
 def build_server(config):
     """granian, set up as the module docstring says."""
     server = Granian(
@@ -200,7 +222,7 @@ def main():
     server = build_server(app.config)
     # Every worker forks with this app; granian's loader would otherwise import and build it
     # again in each of them.
-    server.serve(target_loader=lambda _target: app)
+    server.serve(target_loader=functools.partial(load_in_worker, app))
 
 
 if __name__ == "__main__":
