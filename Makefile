@@ -58,8 +58,11 @@ tools/hadolint/.installed: tools/hadolint.txt $(VENV)/.app-installed
 		echo "hadolint could not be installed: the Dockerfile's lint test will be skipped"; \
 	fi
 
+# Two workers by default, one test file each at a time (tests in a file share its servers and
+# fixtures); PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
 test: $(VENV)/.dev-installed tools/node_modules/.installed tools/hadolint/.installed lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The upgrade canary: the whole suite in a venv of its own, .venv-latest, with the newest
 # release of every runtime dependency (requirements.txt without its pins) and the pinned test
@@ -74,7 +77,7 @@ test-latest: tools/node_modules/.installed
 	grep -v '^-r ' requirements-dev.txt > $(LATEST)/tools.txt
 	$(LATEST)/bin/python -m pip install --quiet -r $(LATEST)/tools.txt
 	$(LATEST)/bin/python -m pip freeze > $(LATEST)/installed.txt
-	$(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
+	$(LATEST)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The service under wrk against a bare Flask floor, with an exact count check; see
 # BENCHMARKS.md. BENCH_DATABASE_URL=postgresql://... runs it on PostgreSQL.
