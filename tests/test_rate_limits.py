@@ -212,7 +212,9 @@ def test_limiting_adds_no_database_round_trip(make_app, statements, token, url, 
     for name, client in (("free", free), ("limited", limited)):
         statements.clear()
         client.get(url, headers=headers)
-        runs[name] = list(statements)
+        # An app that has seen no write for half a second reads the token version first
+        # (api/storage/token_cache.py), whether it limits or not: not the limiter's.
+        runs[name] = [s for s in statements if "token_version" not in s]
     assert runs["limited"] == runs["free"]
     assert sum("FROM tokens" in statement for statement in runs["limited"]) <= 1
 
