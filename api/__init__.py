@@ -38,14 +38,14 @@ A request meets the parts in this order, from the socket to the access log line:
 (``policy.facts``): the route's policy, whether it is a hit, whether it is limited, whether it
 carries a token, and the token's check (one hash, one lookup), which the limiter and the view
 share. Later hooks read what the first one decided. ``GET /api?data=hits`` enters the modules
-of ``api/`` 85 times and a wrong token's 401, which logs a line, 127 times, most of them
+of ``api/`` 89 times and a wrong token's 401, which logs a line, 127 times, most of them
 Flask, Flask-Limiter and logging calling this service's hooks, callbacks and filters:
-``speedups/responses.py`` once per hook for Flask's coroutine check (13),
+``speedups/responses.py`` once per hook for Flask's coroutine check (14),
 ``speedups/limiter.py`` for each of Flask-Limiter's visits to its per-request state (14),
 ``policy.py`` once per fact asked for (12, each after the first a read), ``rate_limits.py``
 for the limiter's callbacks (9), ``auth.py`` (9: the token check, and the budgets and the
-count asking whose token it is), ``security.py`` (3: the Host, the body, the response headers)
-and ``counting.py`` (3). ``tests/test_request_path.py`` holds each fact to one working-out
+count asking whose token it is), ``security.py`` (3: the Host, the body, the response headers),
+``counting.py`` (3) and ``metrics.py`` (3: the route, the commit, the count). ``tests/test_request_path.py`` holds each fact to one working-out
 and the entries to these numbers.
 """
 

@@ -100,25 +100,23 @@ class Policies:
         )
 
 
+@dataclass(slots=True)
 class Facts:
     """What the parts have decided about one request; None until the part first asks."""
 
-    __slots__ = ("policy", "counted", "limited", "credentials", "checked", "refused_because")
-
-    def __init__(self, policy):
-        #: The route's :class:`Policy`.
-        self.policy = policy
-        #: A hit (counting.counts_as_hit).
-        self.counted = None
-        #: Draws on the rate limits (rate_limits.unlimited).
-        self.limited = None
-        #: Carries a token, valid or not (auth.credentials_presented).
-        self.credentials = None
-        #: The token checked: ``(the token sent, the storage.Token it is, or None when it does
-        #: not work)`` (auth.verify_token).
-        self.checked = None
-        #: Why the token sent does not work (auth.refusal), for the 401's message.
-        self.refused_because = None
+    #: The route's :class:`Policy`.
+    policy: Policy
+    #: A hit (counting.counts_as_hit).
+    counted: bool | None = None
+    #: Draws on the rate limits (rate_limits.unlimited).
+    limited: bool | None = None
+    #: Carries a token, valid or not (auth.credentials_presented).
+    credentials: bool | None = None
+    #: The token checked: ``(the token sent, the storage.Token it is, or None when it does not
+    #: work)`` (auth.verify_token).
+    checked: tuple | None = None
+    #: Why the token sent does not work (auth.refusal), for the 401's message.
+    refused_because: str | None = None
 
 
 def facts():
