@@ -45,8 +45,9 @@ Flask, Flask-Limiter and logging calling this service's hooks, callbacks and fil
 ``policy.py`` once per fact asked for (12, each after the first a read), ``rate_limits.py``
 for the limiter's callbacks (9), ``auth.py`` (9: the token check, and the budgets and the
 count asking whose token it is), ``security.py`` (3: the Host, the body, the response headers),
-``counting.py`` (3) and ``metrics.py`` (3: the route, the commit, the count). ``tests/test_request_path.py`` holds each fact to one working-out
-and the entries to these numbers.
+``counting.py`` (3) and ``metrics.py`` (3: the route, the commit, the count).
+``tests/test_request_path.py`` holds each fact to one working-out and the entries to these
+numbers.
 """
 
 import os
