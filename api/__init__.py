@@ -38,11 +38,11 @@ A request meets the parts in this order, from the socket to the access log line:
 (``policy.facts``): the route's policy, whether it is a hit, whether it is limited, whether it
 carries a token, and the token's check (one hash, one lookup), which the limiter and the view
 share. Later hooks read what the first one decided. ``GET /api?data=hits`` enters the modules
-of ``api/`` 89 times and a wrong token's 401, which logs a line, 127 times, most of them
+of ``api/`` 91 times and a wrong token's 401, which logs a line, 130 times, most of them
 Flask, Flask-Limiter and logging calling this service's hooks, callbacks and filters:
 ``speedups/responses.py`` once per hook for Flask's coroutine check (14),
 ``speedups/limiter.py`` for each of Flask-Limiter's visits to its per-request state (14),
-``policy.py`` once per fact asked for (12, each after the first a read), ``rate_limits.py``
+``policy.py`` once per fact asked for (13, each after the first a read), ``rate_limits.py``
 for the limiter's callbacks (9), ``auth.py`` (9: the token check, and the budgets and the
 count asking whose token it is), ``security.py`` (3: the Host, the body, the response headers),
 ``counting.py`` (3) and ``metrics.py`` (3: the route, the commit, the count).

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import counting, storage
+from . import counting
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,9 @@ class Kind:
     scope: str | None = None
     # A sample content for the spec and the docs, for kinds whose real value changes.
     example: Any = None
+    #: The counters ``produce`` reports besides hits, read in the write that counts the
+    #: request's hit (``policy.Policy.reads``) rather than in a round trip of their own.
+    reads: tuple[str, ...] = ()
 
     @property
     def private(self):
@@ -48,10 +51,11 @@ KINDS = {
         Kind(
             "errors",
             "ErrorCount",
-            lambda: storage.read_counter("errors"),
+            lambda: counting.current_total("errors"),
             "How many requests were answered with a 4xx or 5xx status.",
             scope="errors",
             example=7,
+            reads=("errors",),
         ),
         Kind(
             "pizza",

@@ -30,11 +30,11 @@ HIT, ERROR, FAILED = "hit", "error", "failed"
 LAST_USED_EVERY = 60
 
 
-def _count(amounts, touched, counted):
+def _count(amounts, touched, counted, reads=()):
     """Commit ``amounts``; the request's state becomes ``counted``, or FAILED if that raised."""
     environ = request.environ
     environ[COUNTED] = FAILED
-    totals = storage.increment_counters(amounts, touched)
+    totals = storage.increment_counters(amounts, touched, reads)
     environ[COUNTED] = counted
     return totals
 
@@ -61,9 +61,12 @@ def counts_as_hit():
 
 def count_hit():
     """Count the hit, and a valid token's use, before the view runs, so that a hit count it
-    reports includes itself."""
+    reports includes itself; and read in the same write the other counters the route says
+    its view reports (``Policy.reads``)."""
     if counts_as_hit():
-        totals = _count(*_with_usage({"hits": 1}), HIT)
+        reads = policy.current().reads
+        amounts, touched = _with_usage({"hits": 1})
+        totals = _count(amounts, touched, HIT, reads(request) if reads else ())
         g.hit_count = totals["hits"]
         g.counted_totals = totals
 
@@ -95,8 +98,8 @@ def count_unanswered():
 
 
 def current_total(counter):
-    """A counter's total as this request's own write left it, itself included; else the
-    committed total."""
+    """A counter's total as this request's own write left it, itself included, or as that
+    write read it (``Policy.reads``); else the committed total, one more round trip."""
     counted = g.get("counted_totals")
     if counted is not None and counter in counted:
         return counted[counter]

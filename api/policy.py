@@ -15,9 +15,10 @@ environ, so that no hook works anything out twice; the environ outlives the requ
 for the edge's last resort.
 """
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from flask import current_app, request
+from flask import Request, current_app, request
 from flask.globals import request_ctx
 
 
@@ -33,6 +34,9 @@ class Policy:
     data: bool = True
     #: Other origins' pages may read it (CORS).
     cross_origin: bool = False
+    #: The counters its view will report, given the request (``request -> names``): read in
+    #: the transaction that counts its hit, so that reporting them costs no second round trip.
+    reads: Callable[[Request], Iterable[str]] | None = None
 
 
 API = Policy(cross_origin=True)

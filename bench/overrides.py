@@ -79,6 +79,9 @@ class CoreSQLiteWriter(sqlite_writer.SQLiteWriter):
                     connection.execute(sqlite_writer.BUMP_HOUR, values)
                     total = connection.execute(sqlite_writer.BUMP_TOTAL_RETURNING_SUM, values)
                     totals[name] = total.scalar_one()
+                for name in params["reads"]:
+                    total = connection.execute(sqlite_writer.READ_TOTAL, {"name": name})
+                    totals[name] = total.scalar_one()
                 return totals
         finally:
             fcntl.flock(self._turns_fd, fcntl.LOCK_UN)
@@ -88,7 +91,8 @@ class CorePostgreSQLWriter(postgresql_writer.PostgreSQLWriter):
     def _commit(self, amounts, params):
         params["names"], params["amounts"] = list(amounts), list(amounts.values())
         with self.engine.begin() as connection:
-            return dict(connection.execute(postgresql_writer.INCREMENT_BATCH, params).all())
+            rows = connection.execute(postgresql_writer.INCREMENT_BATCH, params).all()
+            return {name: total for name, total, _version in rows}
 
 
 CORE = {"sqlite": CoreSQLiteWriter, "postgresql": CorePostgreSQLWriter}

@@ -274,6 +274,20 @@ def hits(app):
 
 
 @pytest.fixture
+def statements():
+    """Every SQL statement any engine runs while the test does, the counter writer's aside
+    (it runs on the driver's own connection)."""
+    seen = []
+
+    def record(_conn, _cursor, statement, *_args):
+        seen.append(statement)
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", record)
+    yield seen
+    sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
+
+
+@pytest.fixture
 def start_server(tmp_path):
     """Start real servers from the Procfile; all are stopped when the test ends."""
     started = []

@@ -51,16 +51,18 @@ class RecordingCommit:
         self.group = app.extensions["counter_commits"]
         self.commit = self.group._commit
         self.batches = []
+        self.reads = []
         self.hold_next = None
         self.after_next = None
         self.group._commit = self
 
-    def __call__(self, amounts, asked, touched=()):
+    def __call__(self, amounts, asked, touched=(), reads=()):
         self.batches.append(dict(amounts))
+        self.reads.append(list(reads))
         hold, self.hold_next = self.hold_next, None
         if hold is not None:
             hold()
-        totals = self.commit(amounts, asked, touched)
+        totals = self.commit(amounts, asked, touched, reads)
         after, self.after_next = self.after_next, None
         if after is not None:
             after()
@@ -164,6 +166,45 @@ def test_a_batch_adds_each_name_and_numbers_each_caller(any_app):
     assert (history_total(app), history_total(app, "errors")) == (4, 3)
 
 
+def app_increment_many(app, amounts, reads=()):
+    with app.app_context():
+        return storage.increment_counters(amounts, (), reads)
+
+
+def test_a_batch_reads_the_counters_asked_for_without_adding_to_them(any_app):
+    """A request that reports a counter it does not add to (the error count) has its total
+    read in the same transaction; a name read and added in one batch is added once."""
+    app = any_app
+    for _ in range(5):
+        app_increment(app, "errors")
+    recording = RecordingCommit(app)
+    recording.hold_next = lambda: wait_until(lambda: recording.queued() == 3)
+    with ThreadPoolExecutor(4) as pool:
+        lead = pool.submit(app_increment_many, app, {"hits": 1}, ("errors",))
+        wait_until(lambda: recording.batches)
+        reader = pool.submit(app_increment_many, app, {"hits": 1}, ("errors", "never_counted"))
+        wait_until(lambda: recording.queued() == 1)
+        adder = pool.submit(app_increment_many, app, {"errors": 1})
+        wait_until(lambda: recording.queued() == 2)
+        last = pool.submit(app_increment_many, app, {"hits": 1}, ("errors",))
+        results = [f.result() for f in (lead, reader, adder, last)]
+
+    assert recording.batches == [{"hits": 1}, {"hits": 2, "errors": 1}]
+    assert recording.reads == [["errors"], ["never_counted"]]
+    # In queue order: the reader came before the added error, the last caller after it.
+    assert results == [
+        {"hits": 1, "errors": 5},
+        {"hits": 2, "errors": 5, "never_counted": 0},
+        {"errors": 6},
+        {"hits": 3, "errors": 6},
+    ]
+    assert (read(app), read(app, "errors"), read(app, "never_counted")) == (3, 6, 0)
+    with app.app_context(), storage.db.engine.connect() as conn:
+        for table in (storage.counters, storage.counter_hours):
+            query = sa.select(sa.func.count()).where(table.c.name == "never_counted")
+            assert conn.execute(query).scalar_one() == 0, f"a read wrote to {table.name}"
+
+
 @pytest.fixture
 def locked_app(make_app, database_path):
     """An app that gives up on a locked database after 50 ms, and a way to lock it."""
@@ -206,7 +247,7 @@ def test_a_commit_that_answers_wrongly_fails_its_batch_and_hangs_nothing():
     broken.set()
     committed = {"hits": 0}
 
-    def commit(amounts, _asked, _touched):
+    def commit(amounts, _asked, _touched, _reads):
         committed["hits"] += amounts["hits"]
         return {} if broken.is_set() else dict(committed)
 

@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
-import sqlalchemy as sa
 
 from api.speedups.limiter import FixedWindowMemory
 
@@ -174,19 +173,6 @@ def test_limits_come_from_the_environment(monkeypatch, make_app):
     response = client.get("/api/pizza")
     assert response.headers["RateLimit-Limit"] == "2"
     assert response.headers["RateLimit-Policy"] == "2;w=3600"
-
-
-@pytest.fixture
-def statements():
-    """Record every SQL statement any engine runs while the test does."""
-    seen = []
-
-    def record(conn, cursor, statement, *args):
-        seen.append(statement)
-
-    sa.event.listen(sa.engine.Engine, "before_cursor_execute", record)
-    yield seen
-    sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
 
 
 @pytest.mark.parametrize(

@@ -258,29 +258,25 @@ def test_the_cli_refuses_what_cannot_be(app, token, args, says):
 # The check, as cheap as a public request.
 
 
-@pytest.fixture
-def statements():
-    """Every SQL statement any engine runs while the test does, the counter writer's aside
-    (it runs on the driver's own connection)."""
-    seen = []
-
-    def record(_conn, _cursor, statement, *_args):
-        seen.append(statement)
-
-    sa.event.listen(sa.engine.Engine, "before_cursor_execute", record)
-    yield seen
-    sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
-
-
-def test_a_kept_token_is_checked_without_a_round_trip(tokens_app, statements):
+@pytest.mark.parametrize("path", ["/api/errors", "/api?data=errors", "/api/stats"])
+def test_a_kept_token_and_the_error_count_cost_no_round_trip(tokens_app, statements, path):
+    """The request's one write counts its hit and its token's use and reads the error count
+    (``Policy.reads``); the token itself is checked against what the process keeps."""
     secret = create(tokens_app, "kept")
     client = tokens_app.test_client()
-    assert client.get("/api/errors", headers=bearer(secret)).status_code == 200
+    assert client.get(path, headers=bearer(secret)).status_code == 200
     statements.clear()
     for _ in range(5):
-        assert client.get("/api/errors", headers=bearer(secret)).status_code == 200
-    # The error count is a read of its own; nothing about the token is.
-    assert not [s for s in statements if "token" in s.lower()], statements
+        assert client.get("/api/nothing").status_code == 404
+        statements.clear()
+        response = client.get(path, headers=bearer(secret))
+        assert response.status_code == 200
+        assert statements == []
+        content = response.get_json()["content"]
+        reported = content["totals"]["errors"] if path == "/api/stats" else content
+        with tokens_app.app_context():
+            assert reported == storage.read_counter("errors")
+        statements.clear()
 
 
 def test_a_change_in_another_process_reaches_this_one_within_the_bound(tokens_app):

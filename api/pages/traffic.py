@@ -71,7 +71,7 @@ def report(include_errors, token=None):
     errors only when the caller may see them, and the valid token's own requests."""
     totals = {"hits": counting.current_hits()}
     if include_errors:
-        totals["errors"] = storage.read_counter("errors")
+        totals["errors"] = counting.current_total("errors")
     used = None
     if token is not None:
         used = counting.current_total(token.usage_counter)

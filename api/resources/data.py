@@ -1,8 +1,10 @@
 """The data resources: ``/api?data=<kind>``, ``/api/<kind>`` and the teapot."""
 
+import dataclasses
+
 from flask import abort, request
 
-from .. import catalogue, openapi
+from .. import catalogue, openapi, policy
 from ..auth import auth, lacks_scope, refuse, require_scope
 from .base import ApiResource
 
@@ -13,6 +15,21 @@ INVALID_JSON = "Request body is not valid JSON"
 NOT_AN_OBJECT = 'JSON body must be an object, like {"data": "hits"}'
 NOT_A_STRING = "data must be a string"
 TOO_DEEP = "JSON body is nested too deeply"
+
+
+def counters_reported(request):
+    """The counters the kind a request names in its query or path reports (the catalogue's
+    ``reads``), for its hit's write to read; a kind named in a body is read by its view."""
+    name = request.args.get("data")
+    if name is None and request.view_args:
+        name = request.view_args.get("kind")
+    kind = catalogue.KINDS.get(name)
+    return kind.reads if kind is not None else ()
+
+
+# Reads a token, answers with data readable by other origins' pages, and has the hit's write
+# read the counters the named kind reports.
+DATA_POLICY = dataclasses.replace(policy.API_WITH_TOKEN, reads=counters_reported)
 
 
 def answer(name, unknown_message):
@@ -79,6 +96,8 @@ def answers_a_kind(summary, description, errors, **declared):
 class DataQuery(ApiResource):
     """``/api?data=<kind>``: the tutorial's query endpoint."""
 
+    policy = DATA_POLICY
+
     @answers_a_kind(
         "The data named in the query string",
         "Answers with one kind of data.",
@@ -116,6 +135,8 @@ class DataQuery(ApiResource):
 
 class TypedData(ApiResource):
     """``/api/<kind>``: the same data with the kind in the path."""
+
+    policy = DATA_POLICY
 
     @answers_a_kind(
         "The data named in the path",

@@ -25,11 +25,13 @@ def increment_counter(name, amount=1):
     return current_app.extensions["counter_commits"].increment(name, amount)
 
 
-def increment_counters(amounts, touched=()):
+def increment_counters(amounts, touched=(), reads=()):
     """Increment several counters in one transaction (``{name: amount}``), writing the last
-    use of the tokens ``touched`` (their ids) in it; return each total. A request counted as
-    a hit, an error and a token's use together costs one write."""
-    return current_app.extensions["counter_commits"].increment_many(amounts, touched)
+    use of the tokens ``touched`` (their ids) in it; return each total, and those of the
+    counters ``reads``, which it reads without adding to them. A request counted as a hit, an
+    error and a token's use together costs one write, and one reporting the error count no
+    second round trip."""
+    return current_app.extensions["counter_commits"].increment_many(amounts, touched, reads)
 
 
 def database_writable():

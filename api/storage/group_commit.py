@@ -23,11 +23,12 @@ from .. import metrics
 class _Ticket:
     """One caller's increments, and the lock it sleeps on until its batch has committed."""
 
-    __slots__ = ("amounts", "touched", "asked", "totals", "error", "lead", "_wake")
+    __slots__ = ("amounts", "touched", "reads", "asked", "totals", "error", "lead", "_wake")
 
-    def __init__(self, amounts, touched):
+    def __init__(self, amounts, touched, reads):
         self.amounts = amounts
         self.touched = touched
+        self.reads = reads
         self.asked = time.monotonic()
         self.totals = None
         self.error = None
@@ -48,9 +49,11 @@ class _Ticket:
 class GroupCommit:
     """Batches concurrent increments into one call of ``commit`` at a time.
 
-    ``commit(amounts, asked, touched)`` receives ``{name: amount}``, when the batch's first
-    caller asked, and the ids of the tokens whose last use to write; it must do all of it in
-    one transaction, then return ``{name: total after the commit}``, or raise and do nothing.
+    ``commit(amounts, asked, touched, reads)`` receives ``{name: amount}``, when the batch's
+    first caller asked, the ids of the tokens whose last use to write, and the names of
+    counters to read without adding to them; it must do all of it in one transaction, then
+    return ``{name: total after the commit}`` for each name added or read, or raise and do
+    nothing.
     ``asked`` is when the batch's oldest increment was asked for (``time.monotonic()``), so
     that a deadline can count from when its first caller began to wait, however long it
     queued behind an earlier batch.
@@ -66,11 +69,13 @@ class GroupCommit:
         """Add amount to a counter; return the total just after it, once it is committed."""
         return self.increment_many({name: amount})[name]
 
-    def increment_many(self, amounts, touched=()):
+    def increment_many(self, amounts, touched=(), reads=()):
         """Add ``{name: amount}`` in one transaction; return each total just after it, once
         committed. A request counted as a hit and an error at once costs one write. The
-        tokens ``touched`` (their ids) get their last use written in the same transaction."""
-        ticket = _Ticket(amounts, touched)
+        tokens ``touched`` (their ids) get their last use written in the same transaction,
+        and the counters ``reads`` come back too, as that transaction saw them, so that a
+        request reporting another counter's total costs no second round trip."""
+        ticket = _Ticket(amounts, touched, reads)
         with self._mutex:
             self._queue.append(ticket)
             follow = self._leading
@@ -110,17 +115,23 @@ class GroupCommit:
 
     def _settle(self, batch):
         """Commit a batch and give each of its tickets a total, or the batch's error."""
-        amounts, touched = {}, set()
+        amounts, touched, reads = {}, set(), set()
         for ticket in batch:
             for name, amount in ticket.amounts.items():
                 amounts[name] = amounts.get(name, 0) + amount
             touched.update(ticket.touched)
+            reads.update(ticket.reads)
+        reads.difference_update(amounts)
         began = time.monotonic()
         try:
-            totals = self._commit(amounts, batch[0].asked, touched)
+            totals = self._commit(amounts, batch[0].asked, touched, sorted(reads))
             metrics.batch_committed(len(batch), time.monotonic() - began)
+            # Read, every caller sees the batch's total; added, each is numbered backwards.
+            read = {name: totals[name] for name in reads}
             for ticket in reversed(batch):
                 ticket.totals = {}
+                for name in ticket.reads:
+                    ticket.totals[name] = read.get(name, totals[name])
                 for name, amount in ticket.amounts.items():
                     ticket.totals[name] = totals[name]
                     totals[name] -= amount

@@ -25,8 +25,10 @@ from .writer import WRITE_DEADLINE, Writer
 # than landing in an hour readers may hold as final, or counting a hit whose caller was
 # already answered 503.
 #
-# The same statement writes the last use of the tokens :touched (when the batch is not empty)
-# and reads the token version, for the tokens this process keeps (token_cache.py).
+# The same statement writes the last use of the tokens :touched (when the batch is not empty),
+# reads the totals of the counters :reads (those the batch's requests report without adding
+# to them, as the same snapshot sees them), and reads the token version, for the tokens this
+# process keeps (token_cache.py).
 INCREMENT_BATCH = sa.text(
     "WITH batch AS MATERIALIZED (SELECT * FROM unnest(CAST(:names AS VARCHAR[]), "
     "CAST(:amounts AS BIGINT[])) AS b(name, amount) "
@@ -37,11 +39,14 @@ INCREMENT_BATCH = sa.text(
     "SELECT name, :hour, :slot, amount FROM batch "
     "ON CONFLICT (name, hour, slot) DO UPDATE SET value = counter_hours.value + excluded.value), "
     "touched AS (UPDATE tokens SET last_used_at = :now "
-    "WHERE id = ANY(CAST(:touched AS INTEGER[])) AND EXISTS (SELECT 1 FROM batch)) "
-    "SELECT batch.name, CAST(COALESCE(SUM(counters.value), 0) AS BIGINT) + batch.amount, "
+    "WHERE id = ANY(CAST(:touched AS INTEGER[])) AND EXISTS (SELECT 1 FROM batch)), "
+    "wanted AS (SELECT name, amount FROM batch UNION ALL "
+    "SELECT name, 0 FROM unnest(CAST(:reads AS VARCHAR[])) AS r(name) "
+    "WHERE EXISTS (SELECT 1 FROM batch)) "
+    "SELECT wanted.name, CAST(COALESCE(SUM(counters.value), 0) AS BIGINT) + wanted.amount, "
     "(SELECT version FROM token_version WHERE id = 1) "
-    "FROM batch LEFT JOIN counters ON counters.name = batch.name "
-    "GROUP BY batch.name, batch.amount"
+    "FROM wanted LEFT JOIN counters ON counters.name = wanted.name "
+    "GROUP BY wanted.name, wanted.amount"
 )
 
 
@@ -127,7 +132,7 @@ class PostgreSQLWriter(Writer):
             rows = self._cursor.fetchall()
         finally:
             self._unwatch()
-        if len(rows) != len(amounts):
+        if len(rows) != len(amounts) + len(params["reads"]):
             raise self._late()
         if self.on_version is not None:
             self.on_version(rows[0][2], sent)

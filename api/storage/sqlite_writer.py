@@ -31,6 +31,9 @@ BUMP_HOUR = sa.text(
 # written.
 BUMP_TOTAL_RETURNING_SUM = sa.text(f"{BUMP_TOTAL_SQL} RETURNING ({TOTAL_SQL})")
 
+# A counter's total, read in a batch's transaction for a request that reports it.
+READ_TOTAL = sa.text(TOTAL_SQL)
+
 # Read in every batch's transaction, for the tokens this process keeps (token_cache.py).
 VERSION_OF_TOKENS_SQL = "SELECT version FROM token_version WHERE id = 1"
 
@@ -49,6 +52,7 @@ class SQLiteWriter(Writer):
         self._statements = [
             compiled(s, engine.dialect) for s in (BUMP_HOUR, BUMP_TOTAL_RETURNING_SUM)
         ]
+        self._read_total, self._read_arguments = compiled(READ_TOTAL, engine.dialect)
         # Writers of this machine's processes take turns on a lock file before they take
         # SQLite's write lock: the kernel wakes the next one the moment it is free, where
         # SQLite's busy handler would sleep in whole milliseconds.
@@ -75,6 +79,10 @@ class SQLiteWriter(Writer):
                     params["name"], params["amount"] = name, amount
                     for statement, arguments in self._statements:
                         cursor.execute(statement, arguments(params))
+                    totals[name] = cursor.fetchone()[0]
+                for name in params["reads"]:
+                    params["name"] = name
+                    cursor.execute(self._read_total, self._read_arguments(params))
                     totals[name] = cursor.fetchone()[0]
                 if params["touched"]:
                     self._touch(cursor, params)

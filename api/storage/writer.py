@@ -50,10 +50,11 @@ class Writer:
         self._prune_at = datetime.min if self.keep_days else datetime.max
         sa.event.listen(engine, "engine_disposed", self.close)
 
-    def __call__(self, amounts, asked, touched=()):
+    def __call__(self, amounts, asked, touched=(), reads=()):
         """Add every amount in one transaction, writing the last use of the tokens
-        ``touched``; return each counter's total after it. ``asked`` is when the batch's
-        first caller asked (``time.monotonic()``)."""
+        ``touched`` and reading the totals of the counters ``reads``; return each counter's
+        total after it. ``asked`` is when the batch's first caller asked
+        (``time.monotonic()``)."""
         params = {"slot": random.randrange(self.slots)}  # noqa: S311
         try:
             self._begin(asked)
@@ -63,7 +64,7 @@ class Writer:
             params["hour"] = self.stamp(clock.hour_of(now))
             if now >= self._prune_at:
                 self._prune(now)
-            params["touched"], params["now"] = sorted(touched), now
+            params["touched"], params["now"], params["reads"] = sorted(touched), now, list(reads)
             return self._commit(amounts, params)
         except Exception as e:
             raise self._failed(e, params) from e
