@@ -79,20 +79,35 @@ def per_request_us(app, path, query="", threads=1):
     return (time.perf_counter() - started) / (count * threads) * 1e6
 
 
+# The whole request: the service's edge (api/web/edge.py) around Flask, or Flask's wsgi_app
+# for the floor, which has no edge.
+WHOLE = "the whole request (the edge, or Flask's wsgi_app without one)"
+WHOLE_ENTRIES = (("api/web/edge.py", "__call__"), ("flask/app.py", "wsgi_app"))
 # The layers of a request, each named by the function that enters it: (file suffix, name).
 LAYERS = (
-    ("the whole request (Flask's wsgi_app)", "flask/app.py", "wsgi_app"),
+    ("Flask's wsgi_app", "flask/app.py", "wsgi_app"),
     ("request context: push, URL match, pop", "flask/ctx.py", "push"),
     ("request context: push, URL match, pop", "flask/ctx.py", "pop"),
     ("request context: push, URL match, pop", "flask/app.py", "request_context"),
     ("hit counting: group commit and the SQLite write", "api/counting.py", "count_hit"),
-    ("error counting hook", "api/counting.py", "count_error"),
+    ("error counting hook", "api/counting.py", "count_outcome"),
     ("body checks", "api/security.py", "check_body"),
     ("security headers", "api/security.py", "add_security_headers"),
-    ("CORS headers (flask-cors)", "flask_cors/extension.py", "cors_after_request"),
+    ("CORS headers", "api/speedups/cors.py", "add_headers"),
     ("Flask-RESTful dispatch, auth check and JSON", "flask/views.py", "view"),
     ("WSGI response: headers and body", "werkzeug/wrappers/response.py", "__call__"),
+    ("request ID (the edge)", "api/web/request_ids.py", "of"),
+    ("metrics: the request's count and time (the edge)", "api/metrics.py", "answered"),
 )
+
+
+def _inclusive(stats, suffix, name):
+    """The seconds spent inside every function of that name in a file of that suffix."""
+    return sum(
+        values[3]
+        for (filename, _line, function), values in stats.items()
+        if function == name and filename.endswith(suffix)
+    )
 
 
 def breakdown(app, path, query, real_us):
@@ -101,15 +116,12 @@ def breakdown(app, path, query, real_us):
     profiler = cProfile.Profile()
     profiler.runcall(call, app, path, query, REQUESTS)
     stats = pstats.Stats(profiler).stats
-    layers = {}
+    whole = next(
+        found for suffix, name in WHOLE_ENTRIES if (found := _inclusive(stats, suffix, name))
+    )
+    layers = {WHOLE: whole}
     for label, suffix, name in LAYERS:
-        cumulative = sum(
-            values[3]
-            for (filename, _line, function), values in stats.items()
-            if function == name and filename.endswith(suffix)
-        )
-        layers[label] = layers.get(label, 0) + cumulative
-    whole = layers[LAYERS[0][0]]
+        layers[label] = layers.get(label, 0) + _inclusive(stats, suffix, name)
     return {label: seconds / whole * real_us for label, seconds in layers.items()}
 
 

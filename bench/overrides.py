@@ -34,6 +34,7 @@ from api import auth, config, create_app, policy, rate_limits, resources, storag
 from api.resources import base
 from api.speedups import cors, limiter, responses, restful
 from api.storage import postgresql_writer, sqlite_writer
+from api.storage.writer import WRITE_DEADLINE
 from api.token_hashing import hash_token
 from api.web import edge
 from api.web.access_log import AccessLog
@@ -90,6 +91,7 @@ class CoreSQLiteWriter(sqlite_writer.SQLiteWriter):
 class CorePostgreSQLWriter(postgresql_writer.PostgreSQLWriter):
     def _commit(self, amounts, params):
         params["names"], params["amounts"] = list(amounts), list(amounts.values())
+        params["deadline"] = storage.clock.seconds() + WRITE_DEADLINE.total_seconds()
         with self.engine.begin() as connection:
             rows = connection.execute(postgresql_writer.INCREMENT_BATCH, params).all()
             return {name: total for name, total, _version in rows}

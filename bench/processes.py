@@ -135,6 +135,13 @@ class Counters:
         with self.app.app_context():
             return int(storage.read_counter(name))
 
+    def usage_counter(self, token_name):
+        """The counter of the live token ``token_name``'s own requests."""
+        with self.app.app_context():
+            rows = storage.list_tokens()
+        (found,) = [row.id for row, *_ in rows if row.name == token_name and not row.revoked_at]
+        return storage.usage_counter(found)
+
     def settled(self, name="hits"):
         """The count once requests still in flight have finished: two equal reads in a row."""
         last = self.read(name)

@@ -6,7 +6,8 @@ rounds alternate so that noise from other work on the machine falls on every tar
 After every run the hit counter must have risen by at least the responses wrk received and by
 at most those plus the requests still in flight when wrk stopped. Where the server keeps an
 access log, the rise must also equal the requests it logged answering, exactly, since wrk
-cannot tell how many of its last requests arrived.
+cannot tell how many of its last requests arrived. Where every request sends a token, that
+token's own use must have risen exactly as the hits did.
 """
 
 import http.client
@@ -31,6 +32,8 @@ class Target:
     counted: bool = True
     # The path answers with an error on purpose (a 404), so its 4xx answers are no problem.
     errors_expected: bool = False
+    # The name of the token every request sends: its own use must rise exactly as hits do.
+    token: str | None = None
     connections: int = CONNECTIONS
     runs: list = field(default_factory=list)
 
@@ -46,6 +49,8 @@ class Run:
     socket_errors: int
     non_2xx: int
     hits_delta: int | None = None
+    # The rise of the sent token's own use (its usage counter), for a target that sends one.
+    usage_delta: int | None = None
     # Requests the server wrote an access line for during the run: every request it answered,
     # including those whose client had gone. None for a server without an access log.
     answered: int | None = None
@@ -97,6 +102,8 @@ def measure(wrk, target, servers_by_name, counters, seconds, kind="sqlite"):
     """Drive a target and, for the service, see how far the hit counter moved meanwhile."""
     server = servers_by_name[target.server]
     before = counters.settled() if target.counted else None
+    usage = counters.usage_counter(target.token) if target.token else None
+    usage_before = counters.settled(usage) if usage else None
     log_mark = server.log_mark()
     on_postgresql = kind == "postgresql"
     cpu_before = server.cpu_seconds()
@@ -108,6 +115,8 @@ def measure(wrk, target, servers_by_name, counters, seconds, kind="sqlite"):
         run.database_cpu_us = (postgres_cpu_seconds() - database_before) / responses * 1e6
     if target.counted:
         run.hits_delta, run.answered = settled_counts(counters, server, before, log_mark, target)
+    if usage:
+        run.usage_delta = counters.settled(usage) - usage_before
     return run
 
 
@@ -151,6 +160,9 @@ def count_problems(target, run):
             problems.append(
                 f"the counter rose by {run.hits_delta} for {run.answered} answered requests"
             )
+        # Every request sent the token: its use is counted in the same write as its hit.
+        if run.usage_delta is not None and run.usage_delta != run.hits_delta:
+            problems.append(f"the token's use rose by {run.usage_delta} for {run.hits_delta} hits")
     return problems
 
 
@@ -208,6 +220,8 @@ def run_rounds(wrk, targets, servers_by_name, counters_by_server, kind):
             target.runs.append(run)
             problems += [f"round {number} {target.name}: {p}" for p in count_problems(target, run)]
             counted = "" if run.hits_delta is None else f"  hits +{run.hits_delta}"
+            if run.usage_delta is not None:
+                counted += f"  token +{run.usage_delta}"
             say(
                 f"round {number}  {target.name:<30} {run.rps:8.0f} req/s  "
                 f"p50 {run.p50_ms:6.2f} ms  p99 {run.p99_ms:6.2f} ms  "

@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from api import create_app, storage
-from bench import hits, pages, rounds, run, soak
+from bench import hits, pages, processes, rounds, run, soak
 
 
 def a_run(requests=1000, hits_delta=1000, answered=1000, rps=100.0, p99_ms=10.0):
@@ -31,6 +31,33 @@ def test_the_count_check_is_exact_against_the_servers_answers():
     lost = rounds.count_problems(SERVICE, a_run(hits_delta=1019, answered=1020))
     assert lost == ["the counter rose by 1019 for 1020 answered requests"]
     assert rounds.count_problems(SERVICE, a_run(hits_delta=999, answered=None)) == ["LOST 1 hits"]
+
+
+def test_a_tokens_use_must_rise_exactly_as_the_hits():
+    with_token = rounds.Target("token", "service", "/api?data=errors", token="bench")
+    exact = a_run(hits_delta=1020, answered=1020)
+    exact.usage_delta = 1020
+    assert rounds.count_problems(with_token, exact) == []
+    short = a_run(hits_delta=1020, answered=1020)
+    short.usage_delta = 1019
+    assert rounds.count_problems(with_token, short) == [
+        "the token's use rose by 1019 for 1020 hits"
+    ]
+
+
+def test_the_bench_reads_the_use_of_the_token_it_sends(app, database_url, token):
+    """The counter the bench's check reads is the one that token's requests move."""
+    client = app.test_client()
+    counters = processes.Counters(database_url)
+    try:
+        usage = counters.usage_counter("test-client")
+        before = counters.read(usage)
+        for _ in range(3):
+            response = client.get("/api/errors", headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 200
+        assert counters.read(usage) == before + 3
+    finally:
+        counters.close()
 
 
 def test_each_measure_takes_its_better_floor():

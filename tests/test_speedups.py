@@ -7,6 +7,7 @@ update ``CHECKED_AGAINST`` once it holds.
 """
 
 import asyncio
+import time
 from importlib.metadata import version
 
 import flask
@@ -17,9 +18,10 @@ from flask_cors.core import set_cors_headers
 from flask_restful.representations.json import output_json as restful_output_json
 from limits.storage import MemoryStorage
 
-from api import auth, errors, speedups
+from api import auth, errors, speedups, storage
 from api.resources import base
 from api.speedups import cors, limiter, responses, restful
+from bench import overrides
 from harness.servers import ROOT
 
 
@@ -163,3 +165,31 @@ def test_the_token_check_answers_as_flask_httpauth_own(make_app, monkeypatch, pa
     monkeypatch.setattr(auth, "with_optional_token", every_time)
     own = make_app().test_client().get(path, headers=headers)
     assert (fast.status_code, fast.get_data()) == (own.status_code, own.get_data())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_url(request):
+    """A migrated database of each kind the service supports."""
+    return request.getfixturevalue("database_url" if request.param == "sqlite" else "pg_url")
+
+
+def test_the_writer_on_the_driver_adds_as_sqlalchemy_core_does(make_app, any_url):
+    """The counter writer runs its SQL on the driver's connection (speedups/dbapi.py);
+    ``bench/overrides.py`` measures it against the same statements through Core, which must
+    then add and read exactly alike."""
+    app = make_app(SQLALCHEMY_DATABASE_URI=any_url)
+    with app.app_context():
+        engine = storage.db.engine
+        shipped = storage.writer_for(engine, app.config)
+        core = overrides.CORE[engine.dialect.name](engine, app.config)
+        batches = [({"hits": 2, "errors": 1}, ["never"]), ({"hits": 1}, ["errors"])]
+        for amounts, reads in batches:
+            first = shipped(amounts, time.monotonic(), (), reads)
+            second = core(amounts, time.monotonic(), (), reads)
+            assert set(first) == set(second) == {*amounts, *reads}
+            for name in first:
+                assert second[name] - first[name] == amounts.get(name, 0)
+        assert storage.read_counter("hits") == 6
+        assert storage.read_counter("errors") == 2
+        shipped.close()
+        core.close()
