@@ -203,6 +203,8 @@ class Databases:
         for name in self.created:
             with self.admin.connect() as conn:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if self.admin is not None:
+            self.admin.dispose()
 
 
 def answer(app, target, count=1):

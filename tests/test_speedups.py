@@ -193,3 +193,21 @@ def test_the_writer_on_the_driver_adds_as_sqlalchemy_core_does(make_app, any_url
         assert storage.read_counter("errors") == 2
         shipped.close()
         core.close()
+
+
+def test_each_override_measured_answers_as_the_library_would_without_it(
+    postgres_server, monkeypatch, tmp_path
+):
+    """``python -m bench.overrides`` builds each app with and without each override and
+    compares their answers before it times them: every pair answers alike, on both
+    databases, so the tool that measures what an override buys still runs."""
+    monkeypatch.setattr(overrides, "PG_URL", postgres_server)
+    databases = overrides.Databases(tmp_path)
+    try:
+        runs = databases.runs()
+        pairs = list(zip(runs[::2], runs[1::2], strict=True))
+        measured = {item.name for (item, *_), _ in pairs}
+        assert measured == {item.name for item in overrides.ITEMS}
+        assert [found for pair in pairs if (found := overrides.unlike(*pair))] == []
+    finally:
+        databases.close()
