@@ -24,6 +24,7 @@ pytestmark = pytest.mark.server
 CLIENTS = 8
 UNAVAILABLE = {"type": "Error", "content": "Service unavailable"}
 PROXIED = "api-behind-proxy"
+KILLED = "api-killed"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -60,12 +61,18 @@ def test_sigkilled_worker_loses_no_acknowledged_hit(any_url, start_server, read_
 
 
 def test_sigkilled_server_keeps_every_acknowledged_hit(any_url, start_server, read_counter):
-    server = start_server(any_url, WEB_CONCURRENCY=2)
+    server = start_server(named(any_url, KILLED), WEB_CONCURRENCY=2)
     before = read_counter(any_url)
 
     with servers.Load([server.url + "/api/pizza"], CLIENTS) as load:
         load.wait_for(200)
+        # The wait below would hold nothing if the server's sessions went unnamed.
+        assert any_url.startswith("sqlite") or sessions(any_url, KILLED) > 0
         server.kill()
+    if any_url.startswith("postgresql"):
+        # A statement the server sent before it died still runs: PostgreSQL ends those
+        # sessions only once it has answered what they had already received.
+        wait_until(lambda: sessions(any_url, KILLED) == 0)
 
     statuses = [a.status for a in load.answers]
     acknowledged = statuses.count(200)
@@ -193,15 +200,28 @@ def proxied_url(pg_url, proxy):
     return url.render_as_string(hide_password=False)
 
 
-def proxied_sessions(pg_url):
-    """How many server sessions reached this database through the proxy are still alive."""
-    conninfo = sa.engine.make_url(pg_url).render_as_string(hide_password=False)
+def named(url, name):
+    """The URL with PostgreSQL sessions that carry ``name``, so a test can tell them apart."""
+    if not url.startswith("postgresql"):
+        return url
+    url = sa.engine.make_url(url).update_query_dict({"application_name": name})
+    return url.render_as_string(hide_password=False)
+
+
+def sessions(pg_url, name):
+    """How many sessions named ``name`` on this test's database are still alive."""
+    conninfo = sa.engine.make_url(pg_url).set(query={}).render_as_string(hide_password=False)
     with psycopg.connect(conninfo, autocommit=True) as conn:
         return conn.execute(
             "SELECT count(*) FROM pg_stat_activity "
             "WHERE datname = current_database() AND application_name = %s",
-            (PROXIED,),
+            (name,),
         ).fetchone()[0]
+
+
+def proxied_sessions(pg_url):
+    """How many server sessions reached this database through the proxy are still alive."""
+    return sessions(pg_url, PROXIED)
 
 
 def test_an_outage_between_requests_costs_no_request(proxied_url, proxy, start_server):
