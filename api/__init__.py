@@ -87,6 +87,12 @@ class App(speedups.responses.SyncOnceFlask):
             security.check_host(request.environ)
         return super().create_url_adapter(request)
 
+    def log_exception(self, exc_info):
+        """Flask's, but for a database that failed outside the view: errors.py answers that
+        503 and logs it as a warning, as it does one the view raised."""
+        if not errors.database_unavailable(exc_info[1]):
+            super().log_exception(exc_info)
+
 
 def create_app(test_config=None):
     """Build the app: defaults, then the environment, then the test config on top. The parts

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from flask import current_app, render_template, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 
 from . import metrics, policy
@@ -176,8 +176,23 @@ def error_response(status, message=None, headers=(), description=None):
     return response
 
 
+def database_unavailable(e):
+    """Whether an exception is the database failing us (answered 503), not a bug (500)."""
+    return (
+        isinstance(e, sa.exc.DBAPIError)
+        and e.connection_invalidated
+        or isinstance(e, sa.exc.OperationalError)
+        # Every pooled connection stayed busy past the pool's timeout: overloaded, not broken.
+        or isinstance(e, sa.exc.TimeoutError)
+    )
+
+
 def handle_exception(e):
     """Turn any exception into an error response, so that no traceback reaches a client."""
+    if isinstance(e, InternalServerError) and database_unavailable(e.original_exception):
+        # Raised outside the view, where Flask wraps what it caught in a 500: the error's
+        # count in an after-request hook, when the database fails between it and the hit's.
+        e = e.original_exception
     if isinstance(e, HTTPException):
         if e.code is None or e.code < 400:
             # Routing redirects (a missing trailing slash) are answers, not errors.
@@ -187,13 +202,7 @@ def handle_exception(e):
         # Werkzeug's long prose, which suits the HTML page but not the envelope.
         custom = vars(e).get("description")
         return error_response(e.code, custom, headers, description=e.description)
-    if (
-        isinstance(e, sa.exc.DBAPIError)
-        and e.connection_invalidated
-        or isinstance(e, sa.exc.OperationalError)
-        # Every pooled connection stayed busy past the pool's timeout: overloaded, not broken.
-        or isinstance(e, sa.exc.TimeoutError)
-    ):
+    if database_unavailable(e):
         current_app.logger.warning("database unavailable: %s", type(getattr(e, "orig", e)).__name__)
         metrics.database_error()
         return error_response(503, headers=[("Retry-After", str(RETRY_AFTER_SECONDS))])

@@ -289,6 +289,36 @@ def test_failed_commit_answers_503_and_the_server_recovers(locked_app, hits):
     assert client.get("/api?data=hits").get_json()["content"] == 2
 
 
+def test_an_error_count_that_fails_after_the_view_answers_503(make_app, database_path, caplog):
+    """The error of a 404 is counted after its view, in an after-request hook, outside
+    Flask's handling of a view's exceptions: a database that fails there is still a 503 in
+    the API's shape, with a warning, not a 500 with a traceback."""
+    app = make_app(SQLITE_BUSY_TIMEOUT_MS=50, TESTING=False)
+    blocker = sqlite3.connect(database_path, isolation_level=None, check_same_thread=False)
+
+    @app.after_request
+    def lock_after_the_hit(response):
+        # Runs after the view and before the error's count, the service's last hook.
+        if response.status_code == 404:
+            blocker.execute("BEGIN IMMEDIATE")
+        return response
+
+    client = app.test_client()
+    try:
+        response = client.get("/api/nothing")
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert response.status_code == 503
+    assert response.get_json() == {"type": "Error", "content": "Service unavailable"}
+    assert response.headers["Retry-After"]
+    assert [r.levelname for r in caplog.records if r.name == app.logger.name] == ["WARNING"]
+    # The hit was counted before the view; the error was not, and nothing else was lost.
+    with app.app_context():
+        assert (storage.read_counter("hits"), storage.read_counter("errors")) == (1, 0)
+    assert client.get("/api?data=hits").get_json()["content"] == 2
+
+
 def test_increments_survive_a_closed_connection(app, hits):
     """A disposed engine closes the writer's connection; the next increment opens another."""
     assert app_increment(app) == 1
@@ -382,3 +412,27 @@ def test_a_connection_lost_during_a_batch_fails_only_that_batch(postgres_app):
     assert app_increment(app) == 2
     assert read(app) == 2
     assert history_total(app) == 2
+
+
+def test_batches_of_several_processes_never_deadlock(make_app, pg_url):
+    """Each process's writer commits its batches on a connection of its own; two whose
+    batches hold the same counters, queued in opposite orders (a hit then an error, an error
+    then a hit), take the rows' locks in one order, so PostgreSQL never has to cancel one."""
+    apps = [make_app(SQLALCHEMY_DATABASE_URI=pg_url, COUNTER_SLOTS=1) for _ in range(2)]
+    orders = [{"hits": 1, "errors": 1, "usage:1": 1}, {"usage:1": 1, "errors": 1, "hits": 1}]
+    rounds = 300
+
+    def batches(app, amounts):
+        with app.app_context():
+            writer = storage.writer_for(storage.db.engine, app.config)
+            try:
+                for _ in range(rounds):
+                    writer(amounts, time.monotonic())
+            finally:
+                writer.close()
+
+    with ThreadPoolExecutor(2) as pool:
+        for done in [pool.submit(batches, *pair) for pair in zip(apps, orders, strict=True)]:
+            done.result()
+    with apps[0].app_context():
+        assert [storage.read_counter(n) for n in ("hits", "errors", "usage:1")] == [600] * 3

@@ -25,6 +25,9 @@ from .writer import WRITE_DEADLINE, Writer
 # than landing in an hour readers may hold as final, or counting a hit whose caller was
 # already answered 503.
 #
+# Its rows are written in the order of :names, the totals' rows then the hours', and the
+# writer sorts the names, so that every batch of every process locks rows in one order.
+#
 # The same statement writes the last use of the tokens :touched (when the batch is not empty),
 # reads the totals of the counters :reads (those the batch's requests report without adding
 # to them, as the same snapshot sees them), and reads the token version, for the tokens this
@@ -117,7 +120,10 @@ class PostgreSQLWriter(Writer):
             self._unwatch()
 
     def _commit(self, amounts, params):
-        params["names"], params["amounts"] = list(amounts), list(amounts.values())
+        # In one order in every process: a batch locks each counter's rows as it goes, and two
+        # batches that took the same rows in opposite orders would deadlock.
+        names = sorted(amounts)
+        params["names"], params["amounts"] = names, [amounts[name] for name in names]
         self._watch()
         try:
             if clock.due():
