@@ -1,8 +1,10 @@
 """The servers and databases ``make bench`` runs, and what it reads of them: CPU time, access
 logs, counters, the machine."""
 
+import collections
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -33,14 +35,21 @@ class Server(servers.Server):
         return self.log_path.stat().st_size
 
     def answered_since(self, mark, path):
-        """How many GET requests for path the access log shows after mark."""
-        with open(self.log_path, "rb") as log:
-            log.seek(mark)
-            return log.read().count(f'"GET {path} HTTP/1.1"'.encode())
+        """The GET requests for path the access log shows after mark: ``{status: count}``."""
+        return answered_in(self.log_path, mark, path)
 
     def cpu_seconds(self):
         """User and system CPU the main process and its workers have used so far."""
         return cpu_seconds([self.process.pid, *children(self.process.pid)])
+
+
+def answered_in(log_path, mark, path):
+    """The GET requests for path a combined-format access log shows after byte ``mark``, by
+    status: ``{status: count}``."""
+    line = re.compile(rb'"GET ' + re.escape(path.encode()) + rb' HTTP/1\.1" (\d{3}) ')
+    with open(log_path, "rb") as log:
+        log.seek(mark)
+        return collections.Counter(int(status) for status in line.findall(log.read()))
 
 
 def cpu_seconds(pids):

@@ -7,7 +7,9 @@ After every run the hit counter must have risen by at least the responses wrk re
 at most those plus the requests still in flight when wrk stopped. Where the server keeps an
 access log, the rise must also equal the requests it logged answering, exactly, since wrk
 cannot tell how many of its last requests arrived. Where every request sends a token, that
-token's own use must have risen exactly as the hits did.
+token's own use must have risen exactly as the hits did. No answer in the access log may
+have a 5xx status, not even for a target that expects errors (a 404), whose 4xx wrk counts
+alike.
 """
 
 import http.client
@@ -54,6 +56,8 @@ class Run:
     # Requests the server wrote an access line for during the run: every request it answered,
     # including those whose client had gone. None for a server without an access log.
     answered: int | None = None
+    # Of those, the answers with a 5xx status: never right, even where errors are expected.
+    server_errors: int = 0
     # CPU seconds the server's processes and wrk used during the run, per response, in us.
     server_cpu_us: float = float("nan")
     wrk_cpu_us: float = float("nan")
@@ -114,7 +118,10 @@ def measure(wrk, target, servers_by_name, counters, seconds, kind="sqlite"):
     if on_postgresql:
         run.database_cpu_us = (postgres_cpu_seconds() - database_before) / responses * 1e6
     if target.counted:
-        run.hits_delta, run.answered = settled_counts(counters, server, before, log_mark, target)
+        run.hits_delta, statuses = settled_counts(counters, server, before, log_mark, target)
+        if statuses is not None:
+            run.answered = sum(statuses.values())
+            run.server_errors = sum(n for status, n in statuses.items() if status >= 500)
     if usage:
         run.usage_delta = counters.settled(usage) - usage_before
     return run
@@ -122,7 +129,8 @@ def measure(wrk, target, servers_by_name, counters, seconds, kind="sqlite"):
 
 def settled_counts(counters, server, before, log_mark, target):
     """The hit counter's rise since before and, where the server logs, the requests for the
-    target it logged answering since log_mark, once every request in flight is answered.
+    target it logged answering since log_mark (``{status: count}``), once every request in
+    flight is answered.
 
     A hit is counted as its request starts and logged as it ends, so a slow page under load can
     be counted, the counter still, and its line not yet written. Where the server logs, this
@@ -133,12 +141,12 @@ def settled_counts(counters, server, before, log_mark, target):
     if not server.logs_access:
         return hits, None
     for _ in range(50):
-        answered = server.answered_since(log_mark, target.path)
-        if answered == hits:
+        statuses = server.answered_since(log_mark, target.path)
+        if sum(statuses.values()) == hits:
             break
         time.sleep(0.2)
         hits = counters.read() - before
-    return hits, answered
+    return hits, statuses
 
 
 def count_problems(target, run):
@@ -148,6 +156,8 @@ def count_problems(target, run):
         problems.append(f"{run.non_2xx} 4xx/5xx answers")
     if run.socket_errors:
         problems.append(f"{run.socket_errors} socket errors or timeouts")
+    if run.server_errors:
+        problems.append(f"{run.server_errors} answers with a 5xx status in the access log")
     if target.counted:
         # Every response wrk received was counted before it was sent; requests in flight
         # when wrk stopped (at most one per connection) may have been counted too.

@@ -33,6 +33,25 @@ def test_the_count_check_is_exact_against_the_servers_answers():
     assert rounds.count_problems(SERVICE, a_run(hits_delta=999, answered=None)) == ["LOST 1 hits"]
 
 
+def test_a_5xx_in_the_access_log_fails_even_a_target_that_expects_errors(tmp_path):
+    """wrk counts a 404 and a 503 alike; the access log tells them apart."""
+    log_path = tmp_path / "service.log"
+    log_path.write_bytes(b"before the run\n")
+    mark = log_path.stat().st_size
+    line = '127.0.0.1 - - [06/Dec/2026:23:47:33 +0000] "GET /api/nothing HTTP/1.1" {} 51 "-" "-"\n'
+    with open(log_path, "a") as log:
+        log.write(line.format(404) * 3 + line.format(503) + line.format(500))
+        log.write(line.replace("/api/nothing", "/api/pizza").format(200))
+    assert processes.answered_in(log_path, mark, "/api/nothing") == {404: 3, 503: 1, 500: 1}
+
+    missing = rounds.Target("/api/nothing (404)", "service", "/api/nothing", errors_expected=True)
+    run_ = a_run(hits_delta=1020, answered=1020)
+    run_.non_2xx, run_.server_errors = 1020, 2
+    assert rounds.count_problems(missing, run_) == ["2 answers with a 5xx status in the access log"]
+    run_.server_errors = 0
+    assert rounds.count_problems(missing, run_) == []
+
+
 def test_a_tokens_use_must_rise_exactly_as_the_hits():
     with_token = rounds.Target("token", "service", "/api?data=errors", token="bench")
     exact = a_run(hits_delta=1020, answered=1020)
