@@ -57,6 +57,7 @@ LABELS = {HITS: "/api?data=hits", ERRORS: "/api?data=errors +token", ROOT: "/", 
 # The access line through logging: the line alone, to standard output, as os.write sends it.
 ACCESS = logging.getLogger("bench.access")
 ACCESS.addHandler(logging.StreamHandler(sys.stdout))
+ACCESS.propagate = False  # the app's own handlers would write each line again, to stderr
 ACCESS.setLevel(logging.INFO)
 
 
