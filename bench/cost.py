@@ -30,8 +30,9 @@ REQUESTS = 4000
 THREADS = 4
 
 
-def environ(path, query=""):
-    """A GET as gunicorn hands it to the app."""
+def environ(path, query="", headers=None):
+    """A GET as a WSGI server hands it to the app, with ``headers`` as WSGI keys
+    (``HTTP_AUTHORIZATION``)."""
     return {
         "REQUEST_METHOD": "GET",
         "PATH_INFO": path,
@@ -48,6 +49,7 @@ def environ(path, query=""):
         "wsgi.multithread": True,
         "wsgi.multiprocess": True,
         "wsgi.run_once": False,
+        **(headers or {}),
     }
 
 

@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+from bench.cost import environ
+
 from .conftest import mint
 
 WARM_UP = 500
@@ -22,28 +24,6 @@ REQUESTS = 10_000
 # (the Resource that leaked before kept several), while noise (a connection's statement cache,
 # a thread's state) is a few dozen.
 BOUND = REQUESTS // 20
-
-
-def environ(path, query="", headers=None):
-    """A GET as a WSGI server hands it to the app."""
-    base = {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": path,
-        "QUERY_STRING": query,
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "8000",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "HTTP_HOST": "127.0.0.1:8000",
-        "REMOTE_ADDR": "127.0.0.1",
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "http",
-        "wsgi.errors": sys.stderr,
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": True,
-        "wsgi.run_once": False,
-    }
-    base.update(headers or {})
-    return base
 
 
 def answer(app, base, count):

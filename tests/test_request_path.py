@@ -5,7 +5,6 @@ often each deciding function ran and how often each module of ``api/`` was enter
 request-path docstring in ``api/__init__.py`` states both.
 """
 
-import io
 import sys
 from collections import Counter
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from api import auth, policy, token_hashing
 from api.storage import token_store
+from bench.cost import environ
 
 from .conftest import mint
 
@@ -47,24 +47,11 @@ def traced(app, path, query, headers):
         if caller != code.co_filename:
             entries[code.co_filename[len(API) :]] += 1
 
-    environ = {
-        "REQUEST_METHOD": "GET",
-        "PATH_INFO": path,
-        "QUERY_STRING": query,
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "8000",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "HTTP_HOST": "127.0.0.1:8000",
-        "REMOTE_ADDR": "127.0.0.1",
-        "wsgi.url_scheme": "http",
-        "wsgi.input": io.BytesIO(),
-        "wsgi.errors": sys.stderr,
-        **headers,
-    }
+    request = environ(path, query, headers)
     statuses = []
     sys.setprofile(profile)
     try:
-        body = app(environ, lambda status, _headers, _exc=None: statuses.append(status))
+        body = app(request, lambda status, _headers, _exc=None: statuses.append(status))
         b"".join(body)
     finally:
         sys.setprofile(None)

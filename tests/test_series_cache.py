@@ -48,15 +48,20 @@ def clock(monkeypatch):
     return clock
 
 
-@pytest.fixture
-def processes(url):
-    """Two apps on one database, as two worker processes or two dynos are."""
+def two_apps(url):
+    """Two apps on one database, as two worker processes or two dynos are; disposed after."""
     config = {"TESTING": True, "SQLALCHEMY_DATABASE_URI": url, "ACCESS_LOG": False}
     apps = [create_app(config) for _ in range(2)]
     yield apps
     for app in apps:
         with app.app_context():
             storage.db.engine.dispose()
+
+
+@pytest.fixture
+def processes(url):
+    """Two apps on one database, as two worker processes or two dynos are."""
+    yield from two_apps(url)
 
 
 def seed(app, days, until, slots=(0, 3)):
@@ -410,12 +415,7 @@ def test_pruning_gives_up_on_a_row_it_cannot_delete(processes, clock):
 @pytest.fixture
 def pg_processes(pg_url):
     """Two apps on one PostgreSQL database, as two workers or two dynos are."""
-    config = {"TESTING": True, "SQLALCHEMY_DATABASE_URI": pg_url, "ACCESS_LOG": False}
-    apps = [create_app(config) for _ in range(2)]
-    yield apps
-    for app in apps:
-        with app.app_context():
-            storage.db.engine.dispose()
+    yield from two_apps(pg_url)
 
 
 def admin(url):
