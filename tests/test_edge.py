@@ -5,6 +5,7 @@ The same layer runs under the real server; tests/test_web_process.py sends the r
 
 import io
 import logging
+import socket
 import sqlite3
 import threading
 import time
@@ -185,6 +186,37 @@ def test_a_view_that_never_reads_its_body_does_not_wait_for_it(make_app):
 def test_half_the_threads_wait_on_slow_bodies_and_one_more_reads(make_app, threads, slots, readers):
     receiver = make_app(WEB_THREADS=threads).wsgi_app.bodies
     assert (receiver.slots, request_bodies.readers_for(threads)) == (slots, readers)
+
+
+def test_a_body_the_watchdog_cuts_off_is_a_408_however_late_its_request_reached_the_app():
+    """The watchdog ends every read on a connection that has received nothing for the
+    deadline, counted from the bytes' arrival, once any body is overdue; a request that
+    reached the app later than its bytes arrived is then cut before its own deadline, and is
+    still a stalled body (408), never a truncated one (400)."""
+    receiver = request_bodies.BodyReceiver(timeout=1, slots=2, readers=3, max_length=100)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        for client in clients:
+            client.sendall(b"d")  # one byte of ten, then nothing
+        served = [listener.accept()[0] for _ in clients]
+        streams = [conn.makefile("rb", buffering=0) for conn in served]
+        refusals = []
+
+        def receive(stream):
+            try:
+                receiver.receive(stream, 10, port, time.monotonic())
+            except HTTPException as refusal:
+                refusals.append(refusal.code)
+
+        first = threading.Thread(target=receive, args=(streams[0],))
+        first.start()
+        time.sleep(0.9)  # the second request reaches the app 0.9 s after its byte came
+        receive(streams[1])
+        first.join()
+        for conn in [*clients, *served, *streams]:
+            conn.close()
+    assert refusals == [408, 408]
 
 
 def test_when_every_reader_is_busy_a_body_is_turned_away():

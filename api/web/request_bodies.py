@@ -26,8 +26,8 @@ is taken between two steps, so a body that drips is looked at again with each by
   the app, or the request is answered 408.** It bounds the whole body, not the silence between
   its bytes: a body dripped a byte at a time is cut off at its first byte past the deadline.
 - **A cut-off body is never taken for a whole one.** Fewer bytes than ``Content-Length``
-  followed by the end of the stream is a ``400``. (granian hands a truncated body over as if it
-  were complete; this is where that is caught.)
+  followed by the end of the stream is a ``400``, or a ``408`` when the watchdog ended it.
+  (granian hands a truncated body over as if it were complete; this is where that is caught.)
 
 Only bodies the app may take are received: a ``Content-Length`` over ``MAX_CONTENT_LENGTH`` is
 left for the app's ``413``, which reads nothing. Each refusal is raised by ``wsgi.input`` when
@@ -109,6 +109,9 @@ class BodyReceiver:
         # One entry per body being received: (when its first read began, the listening port).
         self._receiving = {}
         self._watchdog_pid = None
+        # When the watchdog last ended reads (time.monotonic()): a read that ends short after
+        # it did was cut off, not truncated by its client.
+        self._cut_at = float("-inf")
 
     def wrap(self, environ):
         """Put an :class:`ArrivingBody` in front of ``wsgi.input`` when the request declares a
@@ -151,7 +154,10 @@ class BodyReceiver:
                 # sized read left in its buffer.
                 chunk = stream.read(min(size, length - received))
                 if not chunk:
-                    if time.monotonic() >= began + self.timeout:
+                    # Ended by the watchdog during this step (its connection had received
+                    # nothing for the deadline, counted from the bytes' arrival, which may be
+                    # well before the request reached the app), or past the deadline: stalled.
+                    if self._cut_at >= now or time.monotonic() >= began + self.timeout:
                         raise RequestTimeout(description=late_message(self.timeout))
                     raise BadRequest(description=TRUNCATED)
                 chunks.append(chunk)
@@ -206,6 +212,7 @@ class BodyReceiver:
             time.sleep(WATCH_INTERVAL)
             for port in self._overdue_ports():
                 for connection in overdue_connections(port, limit_ms, HEAD_SECONDS * 1000):
+                    self._cut_at = time.monotonic()
                     shut_reading_side(connection)
 
 
