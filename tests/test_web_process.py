@@ -164,7 +164,11 @@ def test_a_stop_with_only_idle_connections_open_is_prompt(served, stop):
         # Each one was closed by the server, not left to its idle timeout.
         assert [conn.recv(65536) for conn in connections] == [b""] * len(connections)
     assert server.process.returncode == 0
-    assert "refused to gracefully stop" not in server.output()
+    # A worker that missed its stop would be killed after GRACEFUL_TIMEOUT, long past the
+    # bound above. granian 2.8.9 may still log one as having "refused to gracefully stop" a
+    # moment after it stopped: a thread of the master that watches each worker reaps it first,
+    # and the master, finding no child to wait for, takes it for alive (a busy machine makes
+    # that thread late). So the line is no verdict here; the time is.
 
 
 @pytest.mark.parametrize("stop", STOPS)
