@@ -196,8 +196,7 @@ def proxy(pg_url):
 def proxied_url(pg_url, proxy):
     """This test's PostgreSQL database, reached through the proxy."""
     url = sa.engine.make_url(pg_url).set(host="127.0.0.1", port=proxy.port)
-    url = url.update_query_dict({"application_name": PROXIED})
-    return url.render_as_string(hide_password=False)
+    return named(url.render_as_string(hide_password=False), PROXIED)
 
 
 def named(url, name):
@@ -217,11 +216,6 @@ def sessions(pg_url, name):
             "WHERE datname = current_database() AND application_name = %s",
             (name,),
         ).fetchone()[0]
-
-
-def proxied_sessions(pg_url):
-    """How many server sessions reached this database through the proxy are still alive."""
-    return sessions(pg_url, PROXIED)
 
 
 def test_an_outage_between_requests_costs_no_request(proxied_url, proxy, start_server):
@@ -249,14 +243,14 @@ def test_service_answers_503_while_the_database_is_away_and_recovers_by_itself(
 
     with servers.Load([server.url + p for p in paths], CLIENTS) as load:
         load.wait_for(100)
-        assert proxied_sessions(pg_url) > 0
+        assert sessions(pg_url, PROXIED) > 0
         proxy.cut()
         wait_until(lambda: servers.fetch(server.url + "/healthz").status == 503)
         health = servers.fetch(server.url + "/healthz")
         assert (health.retry_after, json.loads(health.body)) == ("5", {"status": "unavailable"})
         # A COMMIT relayed just before the cut may still be running; once every session that
         # came through the proxy has ended, nothing more can be counted.
-        wait_until(lambda: proxied_sessions(pg_url) == 0)
+        wait_until(lambda: sessions(pg_url, PROXIED) == 0)
         frozen = read_counter(pg_url)
         load.wait_for(100, status=503)
         # Nothing reaches the database while it is away, so nothing more is counted.
